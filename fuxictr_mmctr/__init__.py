@@ -1,0 +1,3 @@
+"""fuxictr_mmctr: a FuxiCTR plugin for multimodal click-through-rate prediction."""
+
+__version__ = "0.1.0"

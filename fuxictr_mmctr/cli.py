@@ -1,0 +1,81 @@
+"""The ``fuxictr-mmctr`` console script.
+
+Subcommands::
+
+    fuxictr-mmctr synth --preset {tiny,demo,full} --seed N --out DIR
+    fuxictr-mmctr validate DIR
+    fuxictr-mmctr score SUBMISSION.zip --truth DIR
+
+Each subcommand lives in the module that owns its job; this file only parses arguments.
+Bad input exits with status 2 and one ``error: ...`` line, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fuxictr_mmctr.errors import EXIT_USAGE, exit_on_user_error
+
+
+def _cmd_synth(args) -> int:
+    from fuxictr_mmctr.data.synthetic import PRESETS, generate
+
+    if args.preset not in PRESETS:
+        raise SystemExit(f"error: unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
+    generate(args.preset, seed=args.seed, out_dir=args.out, verbose=True)
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from fuxictr_mmctr.data.validate import validate_dataset
+
+    problems = validate_dataset(args.dir)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) found in {args.dir}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.dir}: OK")
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from fuxictr_mmctr.data.scoring import score_submission
+
+    auc = score_submission(args.submission, args.truth)
+    print(f"AUC={auc:.6f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fuxictr-mmctr", description="Multimodal CTR prediction on FuxiCTR."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="generate a synthetic MicroLens-shaped dataset")
+    synth.add_argument("--preset", default="demo", help="tiny, demo or full (default: demo)")
+    synth.add_argument("--seed", type=int, default=2025, help="random seed (default: 2025)")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.set_defaults(run=_cmd_synth)
+
+    validate = commands.add_parser("validate", help="check a dataset folder against the contract")
+    validate.add_argument("dir", help="folder with train/valid/test/item_info parquet files")
+    validate.set_defaults(run=_cmd_validate)
+
+    score = commands.add_parser("score", help="AUC of a submission zip on synthetic test labels")
+    score.add_argument("submission", help="zip holding prediction.csv with columns ID,Task2")
+    score.add_argument("--truth", required=True, help="synthetic dataset folder (has the labels)")
+    score.set_defaults(run=_cmd_score)
+    return parser
+
+
+@exit_on_user_error
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    status = args.run(args)
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

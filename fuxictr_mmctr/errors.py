@@ -1,0 +1,44 @@
+"""User-facing errors: one clear line, a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import functools
+import sys
+
+#: Exit status for bad input or bad configuration.
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad input or configuration, reported to the user as a single line.
+
+    The message should say what is wrong and where (file, column, row when they apply).
+    """
+
+
+def location(path=None, column=None, row=None) -> str:
+    """Format ``file, column, row`` for an error message; omitted parts are left out."""
+    parts = []
+    if path is not None:
+        parts.append(str(path))
+    if column is not None:
+        parts.append(f"column {column}")
+    if row is not None:
+        parts.append(f"row {row}")
+    return ", ".join(parts)
+
+
+def exit_on_user_error(func):
+    """Decorate a ``main`` so that a :class:`UserError` prints ``error: ...`` and exits 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
