@@ -157,3 +157,38 @@ def pyarrow_schema(schema: Schema, table: str):
         else:
             fields.append(pa.field(column.name, pa.int64()))
     return pa.schema(fields)
+
+
+SCHEMA_FILE = "schema.json"
+
+
+def save_schema(schema: Schema, folder) -> None:
+    """Record a dataset's sizes in ``folder/schema.json`` (written by the synthetic generator)."""
+    import dataclasses
+    import json
+    import os
+
+    from fuxictr_mmctr.fileio import write_text_atomic
+
+    write_text_atomic(os.path.join(folder, SCHEMA_FILE),
+                      json.dumps(dataclasses.asdict(schema), indent=2) + "\n")
+
+
+def load_schema(folder) -> Schema:
+    """The schema of a dataset folder: ``schema.json`` if present, else MicroLens_1M_x1's."""
+    import dataclasses
+    import json
+    import os
+
+    from fuxictr_mmctr.errors import UserError
+
+    path = os.path.join(folder, SCHEMA_FILE)
+    if not os.path.exists(path):
+        return MICROLENS_1M_X1
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+        known = {field.name for field in dataclasses.fields(Schema)}
+        return Schema(**{key: int(value) for key, value in values.items() if key in known})
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{path}: not a valid schema file ({error})") from None
