@@ -1,0 +1,61 @@
+"""Make sure an experiment's data is there: generate synthetic presets, explain real data."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from fuxictr_mmctr.data import schema
+from fuxictr_mmctr.errors import UserError
+
+REAL_DATA_URL = "https://recsys.westlake.edu.cn/MicroLens_1M_MMCTR"
+SPLIT_KEYS = {"train": "train_data", "valid": "valid_data", "test": "test_data"}
+
+
+def dataset_folder(params: dict) -> str:
+    """Folder holding the dataset's parquet files (the folder of ``train_data``)."""
+    return os.path.dirname(os.path.abspath(params["train_data"]))
+
+
+def ensure_dataset(params: dict) -> str:
+    """Return the dataset folder, generating it first for synthetic datasets.
+
+    A dataset config with ``synthetic_preset`` (and optionally ``synthetic_seed``) is generated
+    on first use. A real dataset whose files are missing is a :class:`UserError` that says
+    where to get the files and how to run the demo instead.
+    """
+    folder = dataset_folder(params)
+    paths = [params[key] for key in SPLIT_KEYS.values() if params.get(key)]
+    paths.append(params["item_info"])
+    missing = [path for path in paths if not os.path.exists(path)]
+    if not missing:
+        return folder
+    preset = params.get("synthetic_preset")
+    if preset:
+        from fuxictr_mmctr.data.synthetic import generate
+
+        seed = int(params.get("synthetic_seed", 2025))
+        logging.info("Generating synthetic dataset preset=%s seed=%d into %s", preset, seed, folder)
+        generate(preset, seed=seed, out_dir=folder, verbose=True)
+        return folder
+    raise UserError(
+        f"dataset {params['dataset_id']}: {missing[0]} not found. Download MicroLens_1M_x1 from "
+        f"{REAL_DATA_URL} and unzip it into {folder}/ (train/valid/test/item_info .parquet), or try "
+        f"the synthetic demo: python run_expid.py --expid Transformer_DCN_MicroLens_demo"
+    )
+
+
+def oracle_auc(params: dict, split: str = "valid"):
+    """Oracle AUC of a synthetic dataset's ``split`` from its ``oracle.json``; None for real data."""
+    path = os.path.join(dataset_folder(params), "oracle.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle).get("oracle_auc", {}).get(split)
+
+
+def has_labels(path: str) -> bool:
+    """Whether a parquet split carries the label column (the challenge test split does not)."""
+    import pyarrow.parquet as pq
+
+    return schema.LABEL in pq.read_schema(path).names
