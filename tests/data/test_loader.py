@@ -1,0 +1,285 @@
+"""load_split + BatchLoader: typed arrays, cache, seeded shuffling, sharding, id remapping."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fuxictr_mmctr.data import schema as contract
+from fuxictr_mmctr.data.id_remap import ItemIdRemap, remap_for
+from fuxictr_mmctr.data.item_table import ItemTable
+from fuxictr_mmctr.data.loader import BatchLoader, concat_predictions, load_split
+from fuxictr_mmctr.errors import UserError
+
+TINY = contract.Schema(max_seq_len=8, num_items=30, num_tags_per_item=3, item_emb_dim=16,
+                       tag_vocab=20, level_vocab=11, user_vocab=100)
+
+
+def write_dataset(folder, schema=TINY, num_rows=50, seed=0):
+    """A small dataset in the contract's format; returns its raw columns for reference checks.
+
+    Histories have random lengths (left-padded), tags have one padding slot, item 0 is padding.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    contract.save_schema(schema, folder)
+    rows = schema.item_vocab
+    tags = rng.integers(1, schema.tag_vocab, (rows, schema.num_tags_per_item))
+    tags[:, 0] = 0
+    tags[0] = 0
+    vectors = rng.normal(size=(rows, schema.item_emb_dim)).astype(np.float32)
+    vectors[0] = 0
+    raw = {"item_info": {contract.ITEM_ID: np.arange(rows), contract.ITEM_TAGS: tags,
+                         contract.ITEM_EMB: vectors}}
+    for split in contract.SPLITS:
+        history = rng.integers(1, rows, (num_rows, schema.max_seq_len))
+        lengths = rng.integers(0, schema.max_seq_len + 1, num_rows)
+        history[np.arange(schema.max_seq_len)[None, :] < (schema.max_seq_len - lengths)[:, None]] = 0
+        columns = {contract.USER_ID: rng.integers(0, schema.user_vocab, num_rows),
+                   contract.ITEM_SEQ: history,
+                   contract.LIKES_LEVEL: rng.integers(0, schema.level_vocab, num_rows),
+                   contract.VIEWS_LEVEL: rng.integers(0, schema.level_vocab, num_rows),
+                   contract.ITEM_ID: rng.integers(1, rows, num_rows)}
+        if split in contract.LABELED_SPLITS:
+            columns[contract.LABEL] = rng.integers(0, 2, num_rows)
+        raw[split] = columns
+    for table, columns in raw.items():
+        write_table(os.path.join(folder, contract.split_file(table)), columns,
+                    contract.pyarrow_schema(schema, table))
+    return raw
+
+
+def write_table(path, columns, arrow_schema=None):
+    arrays = {name: list(values) if isinstance(values, np.ndarray) and values.ndim > 1 else values
+              for name, values in columns.items()}
+    pq.write_table(pa.table(arrays, schema=arrow_schema), path)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "ds"
+    raw = write_dataset(folder)
+    return folder, raw
+
+
+def all_batches(loader):
+    return [{name: values.clone() for name, values in batch.items()} for batch in loader]
+
+
+def test_load_split_types_shapes_and_values(dataset):
+    folder, raw = dataset
+    train = load_split(folder / "train.parquet")
+    assert train.num_rows == 50 and train.has_labels
+    assert train.user_id.dtype == np.int64 and train.item_seq.dtype == np.int32
+    assert train.item_seq.shape == (50, TINY.max_seq_len)
+    assert train.likes_level.dtype == np.int32 and train.label.dtype == np.float32
+    np.testing.assert_array_equal(train.item_seq, raw["train"][contract.ITEM_SEQ])
+    np.testing.assert_array_equal(train.item_id, raw["train"][contract.ITEM_ID])
+    test = load_split(folder / "test.parquet")
+    assert not test.has_labels and test.label is None
+    batch = next(iter(BatchLoader(test, batch_size=7)))
+    assert contract.LABEL not in batch and batch[contract.ITEM_SEQ].dtype == torch.int64
+
+
+def test_gathered_item_features_match_per_row_reference(dataset):
+    folder, raw = dataset
+    from fuxictr_mmctr.data.feature_map import build_feature_map
+
+    feature_map = build_feature_map(dataset_params(folder))
+    table = ItemTable.from_item_info(folder / "item_info.parquet", feature_map)
+    loader = BatchLoader(load_split(folder / "valid.parquet"), batch_size=16, shuffle=True, seed=3)
+    info = pq.read_table(folder / "item_info.parquet").to_pylist()
+    by_id = {row[contract.ITEM_ID]: row for row in info}
+    split_rows = pq.read_table(folder / "valid.parquet").to_pylist()
+    order = loader.row_indices()
+    for step, batch in enumerate(loader):
+        rows = order[step * 16:(step + 1) * 16]
+        target, history = table(batch[contract.ITEM_ID]), table(batch[contract.ITEM_SEQ])
+        for b, row in enumerate(rows):
+            reference = split_rows[row]
+            assert batch[contract.ITEM_ID][b].item() == reference[contract.ITEM_ID]
+            expected = by_id[reference[contract.ITEM_ID]]
+            assert target[contract.ITEM_TAGS][b].tolist() == expected[contract.ITEM_TAGS]
+            assert target[contract.ITEM_EMB][b].tolist() == expected[contract.ITEM_EMB]
+            for position, item in enumerate(reference[contract.ITEM_SEQ]):
+                tags = history[contract.ITEM_TAGS][b, position].tolist()
+                vector = history[contract.ITEM_EMB][b, position].tolist()
+                if item == contract.PADDING_ID:
+                    assert not any(tags) and not any(vector)
+                else:
+                    assert tags == by_id[item][contract.ITEM_TAGS]
+                    assert vector == by_id[item][contract.ITEM_EMB]
+
+
+def test_shuffle_is_seeded_per_epoch(dataset):
+    folder, _ = dataset
+    train = load_split(folder / "train.parquet")
+    first = BatchLoader(train, batch_size=8, shuffle=True, seed=5)
+    second = BatchLoader(train, batch_size=8, shuffle=True, seed=5)
+    a, b = all_batches(first), all_batches(second)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+    first.set_epoch(1)
+    c = all_batches(first)
+    assert not torch.equal(a[0][contract.USER_ID], c[0][contract.USER_ID])
+    assert sorted(torch.cat([x[contract.USER_ID] for x in c]).tolist()) == \
+        sorted(train.user_id.tolist())
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_shards_cover_every_row_once(dataset, shuffle):
+    folder, _ = dataset
+    train = load_split(folder / "train.parquet")  # 50 rows, not divisible by 3
+    loaders = [BatchLoader(train, batch_size=4, shuffle=shuffle, seed=1, rank=r, world_size=3)
+               for r in range(3)]
+    shards = [loader.row_indices() for loader in loaders]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(50))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    for loader, shard in zip(loaders, shards):
+        seen = torch.cat([batch[contract.USER_ID] for batch in loader]).numpy()
+        np.testing.assert_array_equal(seen, train.user_id[shard])
+        assert len(loader) == len(list(loader))
+    if not shuffle:  # evaluation: shards in row order, gathered back exactly
+        assert all(np.all(np.diff(shard) == 1) for shard in shards)
+        predictions = [train.user_id[shard].astype(float) for shard in shards]
+        np.testing.assert_array_equal(concat_predictions(predictions, shards, 50), train.user_id)
+
+
+def test_max_len_keeps_most_recent_items_and_drop_last(dataset):
+    folder, raw = dataset
+    train = load_split(folder / "train.parquet")
+    loader = BatchLoader(train, batch_size=16, max_len=3, drop_last=True)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3
+    history = torch.cat([batch[contract.ITEM_SEQ] for batch in batches]).numpy()
+    np.testing.assert_array_equal(history, raw["train"][contract.ITEM_SEQ][:48, -3:])
+
+
+def test_on_device_gives_same_batches(dataset):
+    folder, _ = dataset
+    train = load_split(folder / "train.parquet")
+    host = all_batches(BatchLoader(train, batch_size=8, shuffle=True, seed=2, max_len=4))
+    device = all_batches(BatchLoader(train, batch_size=8, shuffle=True, seed=2, max_len=4,
+                                     on_device=True))
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(host, device) for k in x)
+
+
+def test_cache_returns_identical_arrays_without_rereading(dataset, monkeypatch):
+    folder, _ = dataset
+    first = load_split(folder / "train.parquet")
+    assert not first.from_cache
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("parquet data was read again")
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", no_reading)
+    second = load_split(folder / "train.parquet")
+    assert second.from_cache
+    for name, values in first.columns.items():
+        assert second.columns[name].dtype == values.dtype
+        np.testing.assert_array_equal(second.columns[name], values)
+
+
+def test_string_item_ids_are_remapped_consistently(tmp_path):
+    names = np.array(["", "v_b", "v_a", "v_c"], dtype=object)  # "" is the padding entry
+    vectors = np.array([[0, 0], [1, 1], [2, 2], [3, 3]], dtype=np.float32)
+    tags = np.array([[0, 0], [1, 2], [0, 3], [4, 5]])
+    write_table(tmp_path / "item_info.parquet", {contract.ITEM_ID: names,
+                                                 contract.ITEM_TAGS: tags,
+                                                 contract.ITEM_EMB: vectors})
+    write_table(tmp_path / "test.parquet", {
+        contract.USER_ID: np.array([7, 8]),
+        contract.ITEM_SEQ: [["", "v_c", "v_a"], ["v_b", "v_b", "v_c"]],
+        contract.LIKES_LEVEL: np.array([1, 2]), contract.VIEWS_LEVEL: np.array([3, 4]),
+        contract.ITEM_ID: np.array(["v_a", "v_c"], dtype=object)})
+    schema = contract.Schema(max_seq_len=3, num_items=3, num_tags_per_item=2, item_emb_dim=2,
+                             tag_vocab=6)
+    remap = remap_for(tmp_path / "item_info.parquet")
+    assert isinstance(remap, ItemIdRemap) and remap.num_rows == 4
+    split = load_split(tmp_path / "test.parquet", schema=schema, remap=remap)
+    table = ItemTable.from_item_info(
+        {contract.ITEM_ID: names, contract.ITEM_TAGS: tags, contract.ITEM_EMB: vectors},
+        tiny_item_feature_map(pretrain_dim=2, tags=2), remap=remap)
+    target = table(torch.from_numpy(split.item_id.astype(np.int64)))
+    np.testing.assert_array_equal(target[contract.ITEM_EMB].numpy(), [[2, 2], [3, 3]])
+    history = table(torch.from_numpy(split.item_seq.astype(np.int64)))
+    np.testing.assert_array_equal(history[contract.ITEM_EMB][0].numpy(), [[0, 0], [3, 3], [2, 2]])
+    np.testing.assert_array_equal(history[contract.ITEM_TAGS][1].numpy(), [[1, 2], [1, 2], [4, 5]])
+    write_table(tmp_path / "bad.parquet", {
+        contract.USER_ID: np.array([7]), contract.ITEM_SEQ: [["", "", "v_zz"]],
+        contract.LIKES_LEVEL: np.array([1]), contract.VIEWS_LEVEL: np.array([3]),
+        contract.ITEM_ID: np.array(["v_a"], dtype=object)})
+    with pytest.raises(UserError, match=r"bad.parquet, column item_seq, row 0: item id 'v_zz'"):
+        load_split(tmp_path / "bad.parquet", schema=schema, remap=remap)
+
+
+@pytest.mark.parametrize("column, values, message", [
+    (contract.ITEM_ID, lambda raw: _with(raw[contract.ITEM_ID], 4, 999), r"column item_id, row 4: .*999"),
+    (contract.ITEM_SEQ, lambda raw: _with(list(raw[contract.ITEM_SEQ]), 6, [1, 2]),
+     r"column item_seq, row 6: .*length 2"),
+    (contract.LIKES_LEVEL, lambda raw: _with(raw[contract.LIKES_LEVEL], 0, -1),
+     r"column likes_level, row 0: .*-1"),
+])
+def test_bad_split_is_one_line_user_error(dataset, column, values, message):
+    folder, raw = dataset
+    columns = dict(raw["test"], **{column: values(raw["test"])})
+    write_table(folder / "test.parquet", columns)
+    with pytest.raises(UserError, match=message) as error:
+        load_split(folder / "test.parquet", cache_dir=False)
+    assert "\n" not in str(error.value) and column in str(error.value)
+
+
+def test_nan_vector_in_item_info_is_user_error(dataset):
+    folder, raw = dataset
+    vectors = raw["item_info"][contract.ITEM_EMB].copy()
+    vectors[5, 3] = np.nan
+    write_table(folder / "item_info.parquet", dict(raw["item_info"], **{contract.ITEM_EMB: vectors}),
+                contract.pyarrow_schema(TINY, contract.ITEM_INFO))
+    with pytest.raises(UserError, match=r"item_info.parquet, column item_emb_d128, row 5: NaN"):
+        ItemTable.from_item_info(folder / "item_info.parquet",
+                                 tiny_item_feature_map(pretrain_dim=16), cache_dir=False)
+
+
+def _with(values, row, value):
+    values = list(values) if isinstance(values, list) else np.array(values)
+    values[row] = value
+    return values
+
+
+def dataset_params(folder, **frozen):
+    """FuxiCTR dataset params for a folder made by :func:`write_dataset`."""
+    folder = os.fspath(folder)
+    frozen_col = dict(name=contract.ITEM_EMB, type="frozen_embedding", source="item",
+                      dtype="float", **frozen)
+    return dict(
+        dataset_id=os.path.basename(folder), data_root=os.path.dirname(folder), embedding_dim=8,
+        train_data=os.path.join(folder, "train.parquet"),
+        item_info=os.path.join(folder, "item_info.parquet"),
+        feature_cols=[dict(name=contract.USER_ID, type="meta", dtype="int"),
+                      dict(name=contract.ITEM_SEQ, type="meta", dtype="int"),
+                      dict(name=[contract.LIKES_LEVEL, contract.VIEWS_LEVEL], type="categorical",
+                           dtype="int"),
+                      dict(name=contract.ITEM_ID, type="categorical", source="item", dtype="int"),
+                      dict(name=contract.ITEM_TAGS, type="sequence", source="item", dtype="int"),
+                      frozen_col],
+        label_col=dict(name=contract.LABEL, dtype="float"))
+
+
+def tiny_item_feature_map(pretrain_dim, tags=3, projection="none", embedding_dim=None):
+    """An in-memory FeatureMap with item_id, item_tags and a frozen vector (no files)."""
+    from fuxictr_mmctr.data.feature_map import MMCTRFeatureMap
+
+    feature_map = MMCTRFeatureMap("tiny", "/nonexistent")
+    feature_map.features = {
+        contract.ITEM_ID: {"source": "item", "type": "categorical", "vocab_size": 64,
+                           "padding_idx": 0},
+        contract.ITEM_TAGS: {"source": "item", "type": "sequence", "vocab_size": 20,
+                             "max_len": tags, "padding_idx": 0},
+        contract.ITEM_EMB: {"source": "item", "type": "frozen_embedding",
+                            "pretrain_dim": pretrain_dim, "projection": projection,
+                            "embedding_dim": embedding_dim or pretrain_dim, "finetune": False},
+    }
+    return feature_map
