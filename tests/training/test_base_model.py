@@ -1,0 +1,370 @@
+"""MultimodalRankModel's training loop on a toy model and an in-memory loader."""
+import logging
+import math
+import os
+import re
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.models.base import MultimodalRankModel
+from fuxictr_mmctr.training.metrics import auc, gauc
+
+LEVELS = 11
+
+
+class ToyLoader:
+    """Mimics BatchLoader: dict batches of tensors, ``set_epoch`` fixes the shuffle order."""
+
+    def __init__(self, columns, batch_size, shuffle=False, seed=0):
+        self.columns, self.batch_size, self.shuffle, self.seed = columns, batch_size, shuffle, seed
+        self.num_rows = len(next(iter(columns.values())))
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def row_indices(self):
+        if self.shuffle:
+            return np.random.default_rng(self.seed + self.epoch).permutation(self.num_rows)
+        return np.arange(self.num_rows)
+
+    def __len__(self):
+        return math.ceil(self.num_rows / self.batch_size)
+
+    def __iter__(self):
+        rows = torch.from_numpy(self.row_indices())
+        for start in range(0, self.num_rows, self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            yield {name: column[chunk] for name, column in self.columns.items()}
+
+
+def make_columns(num_rows, seed):
+    """Labels drawn from a logistic model of likes and views levels."""
+    gen = torch.Generator().manual_seed(seed)
+    likes = torch.randint(0, LEVELS, (num_rows,), generator=gen)
+    views = torch.randint(0, LEVELS, (num_rows,), generator=gen)
+    logit = (likes - 5).float() * 0.6 - (views - 5).float() * 0.4
+    label = (torch.rand(num_rows, generator=gen) < torch.sigmoid(logit)).float()
+    return {"user_id": torch.randint(0, 20, (num_rows,), generator=gen),
+            "likes_level": likes, "views_level": views, "label": label}
+
+
+class ToyModel(MultimodalRankModel):
+    """Logistic regression on likes/views embeddings, with optional dropout."""
+
+    def __init__(self, feature_map, learning_rate=0.05, optimizer="adam",
+                 loss="binary_crossentropy", dropout=0.0, **kwargs):
+        kwargs.setdefault("model_id", "Toy")
+        kwargs.setdefault("seed", 7)
+        kwargs.setdefault("verbose", 0)
+        super().__init__(feature_map, **kwargs)
+        self.likes = nn.Embedding(LEVELS, 4)
+        self.views = nn.Embedding(LEVELS, 4)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(8, 1)
+        self.compile(optimizer, loss, learning_rate)
+        self.model_to_device()
+
+    def forward(self, batch):
+        features = torch.cat([self.likes(batch["likes_level"]),
+                              self.views(batch["views_level"])], dim=1)
+        return {"y_pred": torch.sigmoid(self.out(self.dropout(features)))}
+
+
+FEATURE_MAP = SimpleNamespace(dataset_id="toy", labels=["label"], group_id=None, features={})
+
+
+@pytest.fixture
+def data():
+    return {"train": make_columns(512, seed=1), "valid": make_columns(256, seed=2)}
+
+
+def loaders(data, batch_size=64, seed=3):
+    return (ToyLoader(data["train"], batch_size, shuffle=True, seed=seed),
+            ToyLoader(data["valid"], 128))
+
+
+def eval_lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Evaluation @")]
+
+
+def test_fit_improves_auc_and_logs_like_fuxictr(tmp_path, data, caplog):
+    caplog.set_level(logging.INFO)
+    train, valid = loaders(data)
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path))
+    before = model.evaluate(valid)["AUC"]
+    model.fit(train, epochs=3, validation_data=valid)
+    after = model.evaluate(valid)
+    assert after["AUC"] > 0.75 and after["AUC"] > before + 0.1
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    for pattern in (r"Start training: 8 batches/epoch", r"Train loss: \d\.\d{6}",
+                    r"\[Metrics\] AUC: 0\.\d{6}", r"Save best model: monitor\(max\)=0\.\d{6}",
+                    r"Epoch=3 end", r"Training finished\.", r"Load best model: .*Toy\.model"):
+        assert re.search(pattern, messages), pattern
+    assert model.checkpoint == str(tmp_path / "toy" / "Toy.model")
+    # Atomic writes leave nothing but the two files behind.
+    assert sorted(os.listdir(tmp_path / "toy")) == ["Toy.model", "Toy.resume.pt"]
+
+
+def test_evaluate_gauc_groups_by_user_id(tmp_path, data):
+    train, valid = loaders(data)
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path))
+    model.fit(train, epochs=1, validation_data=valid)
+    logs = model.evaluate(valid, metrics=["AUC", "gAUC"])
+    predictions = model.predict(valid)
+    assert predictions.shape == (256,) and predictions.dtype == np.float64
+    labels = data["valid"]["label"].numpy()
+    assert logs["AUC"] == pytest.approx(auc(labels, predictions), abs=1e-12)
+    assert logs["gAUC"] == pytest.approx(gauc(labels, predictions,
+                                              data["valid"]["user_id"].numpy()), abs=1e-12)
+
+
+def test_eval_steps_are_honoured_across_epochs(tmp_path, data, caplog):
+    caplog.set_level(logging.INFO)
+    train, valid = loaders(data)  # 8 batches per epoch
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path), eval_steps=3, early_stop_patience=99)
+    model.fit(train, epochs=2, validation_data=valid)
+    # Global steps 3, 6, 9, 12, 15 = epoch 1 batch 3, 6; epoch 2 batch 1, 4, 7.
+    assert eval_lines(caplog) == [f"Evaluation @epoch {e} - batch {b}: "
+                                  for e, b in [(1, 3), (1, 6), (2, 1), (2, 4), (2, 7)]]
+
+
+class ScriptedEvaluation(ToyModel):
+    """Validation results come from a script; weights are recorded at each evaluation."""
+
+    def __init__(self, feature_map, script, **kwargs):
+        super().__init__(feature_map, **kwargs)
+        self.script, self.weights_at_eval = list(script), []
+
+    def evaluate(self, data_generator, metrics=None):
+        self.weights_at_eval.append({k: v.clone() for k, v in self.state_dict().items()})
+        return {"AUC": self.script[len(self.weights_at_eval) - 1]}
+
+
+def test_early_stopping_keeps_best_checkpoint_and_decays_lr(tmp_path, data, caplog):
+    caplog.set_level(logging.INFO)
+    train, valid = loaders(data)
+    model = ScriptedEvaluation(FEATURE_MAP, [0.6, 0.7, 0.65, 0.68, 0.9], model_root=str(tmp_path),
+                               eval_steps=2, learning_rate=0.01, early_stop_patience=2)
+    model.fit(train, epochs=10, validation_data=valid)
+    assert len(model.weights_at_eval) == 4  # best at the 2nd, two stale ones, stop
+    messages = [r.getMessage() for r in caplog.records]
+    assert "********* Epoch=1 early stop *********" in messages
+    assert messages.count("Reduce learning rate on plateau: 0.001000") == 1
+    assert messages.count("Reduce learning rate on plateau: 0.000100") == 1
+    assert model.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    best = model.weights_at_eval[1]
+    saved = torch.load(model.checkpoint, weights_only=True)
+    for name, value in model.state_dict().items():  # final model = best checkpoint = eval 2
+        assert torch.equal(saved[name], best[name])
+        assert torch.equal(value, best[name])
+    assert not torch.equal(model.weights_at_eval[3]["out.weight"], best["out.weight"])
+
+
+class NaNAfter(ToyModel):
+    """Parameters turn NaN after optimizer step ``poison_step`` (an exploding update)."""
+
+    poison_step = 5
+
+    def _optimizer_step(self):
+        super()._optimizer_step()
+        if self._global_step == self.poison_step:
+            with torch.no_grad():
+                self.out.weight.fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, data):
+    train, valid = loaders(data)
+    # mse: torch's binary_cross_entropy itself raises on NaN input on the CPU.
+    model = NaNAfter(FEATURE_MAP, model_root=str(tmp_path), eval_steps=4, loss="mse_loss")
+    best_path = model.checkpoint
+    with pytest.raises(UserError) as error:
+        model.fit(train, epochs=2, validation_data=valid)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "training loss became nan between global steps 5 and 8 (epoch 1)" in message
+    assert best_path in message
+    saved = torch.load(best_path, weights_only=True)  # written at step 4, never after
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    resume_state = torch.load(model.resume_checkpoint, weights_only=True)
+    assert resume_state["global_step"] == 4
+
+
+def test_no_host_sync_per_step(tmp_path, data, monkeypatch):
+    train, valid = loaders(data, batch_size=16)  # 32 steps per epoch
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path), eval_steps=16)
+    calls = []
+    original_item = torch.Tensor.item
+    torch_dir = os.path.dirname(torch.__file__)
+
+    def counting_item(tensor):
+        # torch.optim reads its host-side step counters with item(): not a device sync.
+        if not sys._getframe(1).f_code.co_filename.startswith(torch_dir):
+            calls.append(sys._getframe(1).f_code.co_name)
+        return original_item(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    model.fit(train, epochs=1, validation_data=valid)
+    assert calls == ["_read_train_loss"] * 2  # one read of the loss sum per evaluation point
+
+
+def _train_and_predict(tmp_path, data, crash_at=None, resume=False):
+    train, valid = loaders(data)
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path), eval_steps=3, dropout=0.3,
+                     early_stop_patience=3)
+    if crash_at is not None:
+        step_once = model._optimizer_step
+
+        def crashing_step():
+            if model._global_step == crash_at:
+                raise RuntimeError("simulated crash")
+            step_once()
+
+        model._optimizer_step = crashing_step
+    model.fit(train, epochs=2, validation_data=valid, resume=resume)
+    return model.predict(valid), model.evaluate(valid)
+
+
+@pytest.mark.parametrize("crash_at", [2, 11, 15])
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, data, crash_at, caplog):
+    caplog.set_level(logging.INFO)
+    expected_pred, expected_logs = _train_and_predict(tmp_path / "straight", data)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _train_and_predict(tmp_path / "crashed", data, crash_at=crash_at)
+    torch.manual_seed(12345)  # a new process would start from other RNG states
+    np.random.seed(12345)
+    caplog.clear()
+    pred, logs = _train_and_predict(tmp_path / "crashed", data, resume=True)
+    np.testing.assert_allclose(pred, expected_pred, rtol=0, atol=1e-6)
+    assert logs == pytest.approx(expected_logs, abs=1e-6)
+    resumed_evals = eval_lines(caplog)
+    if crash_at == 2:  # before the first evaluation point: nothing to resume from
+        assert len(resumed_evals) == 5
+    else:  # crash at 11 resumes after step 9 (epoch 2, batch 1); at 15 after step 12
+        first = {11: "Evaluation @epoch 2 - batch 4: ", 15: "Evaluation @epoch 2 - batch 7: "}
+        assert resumed_evals[0] == first[crash_at]
+
+
+def test_resume_with_other_batch_size_is_a_user_error(tmp_path, data):
+    train, valid = loaders(data)
+    ToyModel(FEATURE_MAP, model_root=str(tmp_path), eval_steps=4).fit(
+        train, epochs=1, validation_data=valid)
+    other_train, _ = loaders(data, batch_size=32)
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path), eval_steps=4)
+    with pytest.raises(UserError, match="steps_per_epoch=8, this run has 16"):
+        model.fit(other_train, epochs=1, validation_data=valid, resume=True)
+
+
+@pytest.mark.parametrize("with_validation", [False, True])
+def test_no_evaluation_saves_final_weights(tmp_path, data, caplog, with_validation):
+    caplog.set_level(logging.INFO)
+    train, valid = loaders(data)
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path), eval_steps=100)  # never reached
+    model.fit(train, epochs=1, validation_data=valid if with_validation else None)
+    assert eval_lines(caplog) == []
+    saved = torch.load(model.checkpoint, weights_only=True)
+    for name, value in model.state_dict().items():
+        assert torch.equal(saved[name], value)
+    model.load_weights(model.checkpoint)
+
+
+def test_gradient_accumulation_equals_bigger_batch(tmp_path, data):
+    # 80 rows: 10 batches of 8 in groups 4+4+2 versus batches of 32+32+16.
+    columns = {name: column[:80] for name, column in data["train"].items()}
+    params = {}
+    for batch_size, accumulation in [(8, 4), (32, 1)]:
+        model = ToyModel(FEATURE_MAP, model_root=str(tmp_path / str(batch_size)), optimizer="SGD",
+                         learning_rate=0.5, accumulation_steps=accumulation, max_gradient_norm=0.5)
+        model.fit(ToyLoader(columns, batch_size, shuffle=True, seed=9), epochs=2)
+        params[batch_size] = model.state_dict()
+    for name, value in params[8].items():
+        torch.testing.assert_close(value, params[32][name], rtol=0, atol=1e-6)
+    untrained = ToyModel(FEATURE_MAP, model_root=str(tmp_path / "0")).state_dict()
+    assert not torch.allclose(untrained["out.weight"], params[8]["out.weight"])
+
+
+def test_load_weights_errors_are_user_errors(tmp_path):
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path))
+    with pytest.raises(UserError, match="model checkpoint not found"):
+        model.load_weights(str(tmp_path / "missing.model"))
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable model checkpoint"):
+        model.load_weights(str(bad))
+    torch.save({"out.weight": torch.zeros(1, 3)}, tmp_path / "other.model")
+    with pytest.raises(UserError, match="do not match model Toy"):
+        model.load_weights(str(tmp_path / "other.model"))
+
+
+class ShardedToyLoader(ToyLoader):
+    """BatchLoader's sharding: shuffled rows round-robin, evaluation rows in contiguous blocks."""
+
+    def __init__(self, columns, batch_size, rank, world_size, shuffle=False, seed=0):
+        super().__init__(columns, batch_size, shuffle, seed)
+        self.rank, self.world_size = rank, world_size
+
+    def row_indices(self):
+        if self.shuffle:
+            return super().row_indices()[self.rank::self.world_size]
+        bounds = np.linspace(0, self.num_rows, self.world_size + 1).astype(np.int64)
+        return np.arange(bounds[self.rank], bounds[self.rank + 1])
+
+    def __len__(self):
+        return math.ceil(len(self.row_indices()) / self.batch_size)
+
+    def __iter__(self):
+        rows = torch.from_numpy(self.row_indices())
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            yield {name: column[chunk] for name, column in self.columns.items()}
+
+
+def _distributed_worker(rank, world_size, init_file, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    data = {"train": make_columns(512, seed=1), "valid": make_columns(251, seed=2)}
+    train = ShardedToyLoader(data["train"], 32, rank, world_size, shuffle=True, seed=3)
+    valid = ShardedToyLoader(data["valid"], 64, rank, world_size)
+    model = ToyModel(FEATURE_MAP, model_root=out_dir, eval_steps=4, metrics=["AUC", "gAUC"])
+    model.wrap_distributed()
+    model.fit(train, epochs=1, validation_data=valid)
+    logs = model.evaluate(valid)
+    predictions = model.predict(valid)
+    dist.destroy_process_group()
+    torch.save({"logs": dict(logs), "predictions": torch.from_numpy(predictions),
+                "state": model.state_dict(), "messages": messages},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_distributed_gathers_all_rows_and_only_rank0_writes(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for name, value in ranks[0]["state"].items():  # DDP kept the replicas identical
+        assert torch.equal(value, ranks[1]["state"][name])
+    model = ToyModel(FEATURE_MAP, model_root=str(tmp_path / "single"))
+    model.load_state_dict(ranks[0]["state"])
+    valid = make_columns(251, seed=2)
+    expected = model.predict(ToyLoader(valid, 251))
+    for result in ranks:  # every rank sees all 251 predictions, in row order
+        np.testing.assert_allclose(result["predictions"].numpy(), expected, rtol=0, atol=1e-6)
+        assert result["logs"]["AUC"] == pytest.approx(auc(valid["label"].numpy(), expected),
+                                                      abs=1e-9)
+    assert ranks[1]["logs"] == ranks[0]["logs"]
+    assert any(m.startswith("Evaluation @epoch 1 - batch 4") for m in ranks[0]["messages"])
+    assert ranks[1]["messages"] == []
+    assert sorted(os.listdir(tmp_path / "toy")) == ["Toy.model", "Toy.resume.pt"]

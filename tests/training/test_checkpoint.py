@@ -1,0 +1,49 @@
+"""Atomic checkpoint files and RNG state capture."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.training import checkpoint as ckpt
+
+
+class FailsWhilePickled:
+    def __reduce__(self):
+        raise OSError("disk full")
+
+
+def test_resume_path_sits_beside_the_weights():
+    assert ckpt.resume_path("/m/toy/DCN.model") == "/m/toy/DCN.resume.pt"
+
+
+def test_failed_save_leaves_previous_file_and_no_temp_file(tmp_path):
+    path = str(tmp_path / "Toy.model")
+    ckpt.save_atomic({"w": torch.ones(3)}, path)
+    # The big tensor is written before the failing object: a partial file exists mid-save.
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_atomic({"w": torch.zeros(100_000), "x": FailsWhilePickled()}, path)
+    assert os.listdir(tmp_path) == ["Toy.model"]
+    assert torch.equal(ckpt.load_file(path)["w"], torch.ones(3))
+
+
+def test_load_file_errors(tmp_path):
+    with pytest.raises(UserError, match="resume state not found"):
+        ckpt.load_file(str(tmp_path / "none.pt"), "resume state")
+    truncated = tmp_path / "cut.model"
+    ckpt.save_atomic({"w": torch.ones(1000)}, str(truncated))
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(UserError, match="cut.model: not a readable checkpoint"):
+        ckpt.load_file(str(truncated))
+
+
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    path = str(tmp_path / "state.pt")
+    ckpt.save_atomic({"rng": ckpt.capture_rng_state()}, path)
+    expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
+    random.seed(2), np.random.seed(2), torch.manual_seed(2)
+    ckpt.restore_rng_state(ckpt.load_file(path)["rng"])  # weights_only=True load
+    assert (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()) == expected
