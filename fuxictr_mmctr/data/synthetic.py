@@ -1,0 +1,290 @@
+"""Synthetic MicroLens-shaped datasets with a known oracle (``fuxictr-mmctr synth``).
+
+:func:`generate` writes, into one folder::
+
+    train.parquet valid.parquet test.parquet item_info.parquet   the data contract (schema.py)
+    schema.json                                                   the preset's sizes
+    truth.parquet   split ("valid"/"test"), row, click_prob, label for every valid/test row
+    oracle.json     oracle AUC (true probabilities vs drawn labels) and partial oracles
+
+The items and users come from :mod:`.synthetic_world`, the rows and the logistic click model
+from :mod:`.synthetic_rows`; ``docs/synthetic_data.md`` documents the generative process.
+Only ``truth.parquet`` holds the test labels: models must never read it.
+
+Same preset and seed give the same bytes in every parquet file: each block of rows has its own
+random stream derived from ``(seed, stream, block)``. Rows are generated and written in blocks
+of ``Preset.block_rows``, so memory stays bounded on the full-size preset, and every file is
+written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fuxictr_mmctr.data.schema import (
+    ITEM_EMB,
+    ITEM_ID,
+    ITEM_INFO,
+    ITEM_SEQ,
+    ITEM_TAGS,
+    LABEL,
+    LIKES_LEVEL,
+    MICROLENS_1M_X1,
+    SCHEMA_FILE,
+    SPLITS,
+    USER_ID,
+    VIEWS_LEVEL,
+    Schema,
+    pyarrow_schema,
+    save_schema,
+    split_file,
+)
+from fuxictr_mmctr.data.synthetic_rows import (
+    PARTS,
+    ClickModel,
+    Rows,
+    calibrate_intercept,
+    sample_rows,
+    sigmoid,
+)
+from fuxictr_mmctr.data.synthetic_world import World, build_world
+from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.fileio import atomic_path, write_text_atomic
+
+TRUTH_FILE = "truth.parquet"
+ORACLE_FILE = "oracle.json"
+#: Rows drawn (from their own stream) to set the click model's intercept.
+CALIBRATION_ROWS = 200_000
+#: Random stream ids; row blocks of split i use stream ``ROW_STREAM + i``.
+WORLD_STREAM, CALIBRATION_STREAM, ROW_STREAM = 0, 1, 10
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and knobs of one synthetic dataset (see ``docs/synthetic_data.md``)."""
+
+    name: str
+    schema: Schema
+    num_train: int
+    num_valid: int
+    num_test: int
+    num_users: int
+    num_topics: int
+    latent_dim: int = 16
+    zipf_exponent: float = 0.8
+    cold_fraction: float = 0.03        # items never seen in train
+    cold_target_rate: float = 0.03     # share of valid/test targets that are cold items
+    history_median: float = 6.0
+    history_sigma: float = 0.9
+    empty_history_rate: float = 0.02
+    block_rows: int = 1 << 17
+    click_model: ClickModel = field(default_factory=ClickModel)
+
+    def split_rows(self, split: str) -> int:
+        return {"train": self.num_train, "valid": self.num_valid, "test": self.num_test}[split]
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny",
+        schema=Schema(max_seq_len=20, num_items=300, tag_vocab=200, user_vocab=501),
+        num_train=4000, num_valid=1000, num_test=1000, num_users=500, num_topics=6, latent_dim=8,
+        cold_fraction=0.05, cold_target_rate=0.05,
+    ),
+    "demo": Preset(
+        name="demo",
+        schema=Schema(max_seq_len=30, num_items=3000, tag_vocab=1000, user_vocab=50_001),
+        num_train=200_000, num_valid=10_000, num_test=20_000, num_users=50_000, num_topics=16,
+        zipf_exponent=0.6,
+    ),
+    "full": Preset(
+        name="full",
+        schema=MICROLENS_1M_X1,
+        num_train=3_600_000, num_valid=10_000, num_test=379_142,
+        num_users=MICROLENS_1M_X1.user_vocab - 1, num_topics=32, zipf_exponent=1.0,
+    ),
+}
+
+#: Everything :func:`generate` writes; an old copy is removed first so that an interrupted
+#: overwrite leaves missing files rather than a mix of two datasets.
+OUTPUT_FILES = tuple(split_file(name) for name in SPLITS + (ITEM_INFO,)) + (
+    SCHEMA_FILE, TRUTH_FILE, ORACLE_FILE)
+
+
+def generate(preset, seed: int = 2025, out_dir: str = ".", verbose: bool = True) -> dict:
+    """Write a synthetic dataset of ``preset`` (a name in :data:`PRESETS` or a :class:`Preset`)
+    into ``out_dir`` and return the oracle report (the content of ``oracle.json``)."""
+    started = time.perf_counter()
+    preset = _resolve_preset(preset)
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"synthetic data: seed must be a non-negative integer, got {seed!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    for name in OUTPUT_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+    say = print if verbose else (lambda *args, **kwargs: None)
+    say(f"synth: preset {preset.name}, seed {seed}, into {out_dir}")
+    world = build_world(preset, _rng(seed, WORLD_STREAM))
+    save_schema(preset.schema, out_dir)
+    _write_item_info(world, preset.schema, os.path.join(out_dir, split_file(ITEM_INFO)))
+
+    calibration = sample_rows(world, preset, min(preset.num_train, CALIBRATION_ROWS),
+                              _rng(seed, CALIBRATION_STREAM))
+    intercept = calibrate_intercept(preset.click_model, calibration.terms)
+
+    truth, positive_rate = {}, {}
+    for split_index, split in enumerate(SPLITS):
+        probs, labels, terms = _write_split(world, preset, split, seed, split_index, intercept,
+                                            os.path.join(out_dir, split_file(split)), say)
+        positive_rate[split] = float(labels.mean()) if len(labels) else 0.0
+        if split != "train":
+            truth[split] = (probs, labels, terms)
+    _write_truth(truth, os.path.join(out_dir, TRUTH_FILE))
+
+    report = _oracle_report(preset, seed, intercept, truth, positive_rate)
+    report["generation_seconds"] = round(time.perf_counter() - started, 2)
+    write_text_atomic(os.path.join(out_dir, ORACLE_FILE), json.dumps(report, indent=2) + "\n")
+    say(_summary(report))
+    return report
+
+
+def _resolve_preset(preset) -> Preset:
+    if isinstance(preset, Preset):
+        return preset
+    if preset not in PRESETS:
+        raise UserError(f"synthetic data: unknown preset {preset!r}; "
+                        f"choose one of {sorted(PRESETS)}")
+    return PRESETS[preset]
+
+
+def _rng(seed: int, stream: int, block: int = 0) -> np.random.Generator:
+    """An independent random stream per (seed, stream, block): blocks do not shift each other."""
+    return np.random.default_rng([int(seed), stream, block])
+
+
+def _write_split(world: World, preset: Preset, split: str, seed: int, split_index: int,
+                 intercept: float, path: str, say):
+    """Generate and write one split block by block.
+
+    Returns ``click_prob (R,) float64``, ``label (R,) int64`` and ``terms (R, T)`` (the terms
+    only for valid/test, which need them for the partial oracles; empty for train).
+    """
+    total = preset.split_rows(split)
+    cold_rate = 0.0 if split == "train" else preset.cold_target_rate
+    arrow_schema = pyarrow_schema(preset.schema, split)
+    probs, labels, terms = [], [], []
+    with atomic_path(path) as tmp_path, pq.ParquetWriter(tmp_path, arrow_schema) as writer:
+        for block, start in enumerate(range(0, max(total, 1), preset.block_rows)):
+            count = min(preset.block_rows, total - start)
+            rng = _rng(seed, ROW_STREAM + split_index, block)
+            rows = sample_rows(world, preset, count, rng, cold_rate)
+            prob = sigmoid(preset.click_model.logit(rows.terms, intercept))
+            label = (rng.random(count) < prob).astype(np.int64)
+            writer.write_table(_split_table(rows, label if split != "test" else None, arrow_schema))
+            probs.append(prob)
+            labels.append(label)
+            if split != "train":
+                terms.append(rows.terms)
+            if total > preset.block_rows:
+                say(f"synth: {split} {start + count:,}/{total:,} rows")
+    terms = np.concatenate(terms) if terms else np.empty((0, 0))
+    return np.concatenate(probs), np.concatenate(labels), terms
+
+
+def _list_array(matrix: np.ndarray, value_type) -> pa.ListArray:
+    """A fixed-width matrix ``(R, W)`` as an arrow list column, without a Python loop."""
+    rows, width = matrix.shape
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    values = pa.array(matrix.reshape(-1).astype(value_type.to_pandas_dtype(), copy=False),
+                      type=value_type)
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+def _split_table(rows: Rows, label, arrow_schema: pa.Schema) -> pa.Table:
+    columns = {
+        USER_ID: pa.array(rows.user_id, pa.int64()),
+        ITEM_SEQ: _list_array(rows.item_seq, pa.int64()),
+        LIKES_LEVEL: pa.array(rows.likes_level.astype(np.int64)),
+        VIEWS_LEVEL: pa.array(rows.views_level.astype(np.int64)),
+        ITEM_ID: pa.array(rows.item_id.astype(np.int64)),
+    }
+    if label is not None:
+        columns[LABEL] = pa.array(label)
+    return pa.table([columns[name] for name in arrow_schema.names], schema=arrow_schema)
+
+
+def _write_item_info(world: World, schema: Schema, path: str) -> None:
+    arrow_schema = pyarrow_schema(schema, ITEM_INFO)
+    columns = {
+        ITEM_ID: pa.array(np.arange(schema.item_vocab, dtype=np.int64)),
+        ITEM_TAGS: _list_array(world.item_tags, pa.int64()),
+        ITEM_EMB: _list_array(world.item_vectors, pa.float32()),
+    }
+    table = pa.table([columns[name] for name in arrow_schema.names], schema=arrow_schema)
+    with atomic_path(path) as tmp_path:
+        pq.write_table(table, tmp_path)
+
+
+def _write_truth(truth: dict, path: str) -> None:
+    """``truth.parquet``: split, row (position in the split), click_prob, label."""
+    splits, rows, probs, labels = [], [], [], []
+    for split, (prob, label, _) in truth.items():
+        splits.append(np.full(len(prob), split, dtype=object))
+        rows.append(np.arange(len(prob), dtype=np.int64))
+        probs.append(prob)
+        labels.append(label)
+    table = pa.table({
+        "split": pa.array(np.concatenate(splits), pa.string()),
+        "row": pa.array(np.concatenate(rows)),
+        "click_prob": pa.array(np.concatenate(probs)),
+        "label": pa.array(np.concatenate(labels)),
+    })
+    with atomic_path(path) as tmp_path:
+        pq.write_table(table, tmp_path)
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray):
+    """ROC AUC, or None when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    if labels.min(initial=0) == labels.max(initial=0):
+        return None
+    return round(float(roc_auc_score(labels, scores)), 6)
+
+
+def _oracle_report(preset: Preset, seed: int, intercept: float, truth: dict,
+                   positive_rate: dict) -> dict:
+    """Oracle AUC per split, and the AUC with each part of the click model switched off."""
+    model = preset.click_model
+    oracle = {split: _auc(label, prob) for split, (prob, label, _) in truth.items()}
+    partial = {
+        f"no_{part}": {split: _auc(label, model.logit(terms, intercept, without=part))
+                       for split, (_, label, terms) in truth.items()}
+        for part in PARTS
+    }
+    return {
+        "preset": preset.name,
+        "seed": int(seed),
+        "oracle_auc": oracle,
+        "partial_oracle_auc": partial,
+        "positive_rate": {split: round(rate, 6) for split, rate in positive_rate.items()},
+        "intercept": round(intercept, 6),
+    }
+
+
+def _summary(report: dict) -> str:
+    oracle = report["oracle_auc"]
+    lines = [f"synth: oracle AUC valid {oracle['valid']}, test {oracle['test']}"]
+    for part, aucs in report["partial_oracle_auc"].items():
+        lines.append(f"synth:   {part}: valid {aucs['valid']}, test {aucs['test']}")
+    lines.append(f"synth: positive rate {report['positive_rate']}, "
+                 f"{report['generation_seconds']} s")
+    return "\n".join(lines)
