@@ -75,6 +75,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = Fa
     from fuxictr.utils import print_to_list, set_logger
 
     params = load_params(config_dir, expid, gpu)
+    datasets.ensure_dataset(params)  # before any log or checkpoint file exists
     set_logger(params)
     logging.info("Params: %s", params)
     seed_everything(seed=int(params.get("seed", 2025)))
