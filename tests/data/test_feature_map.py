@@ -10,7 +10,7 @@ import yaml
 from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.data.feature_map import build_feature_map
 from fuxictr_mmctr.errors import UserError
-from tests.data.test_loader import TINY, dataset_params, write_dataset
+from tests.builders import TINY, dataset_params, write_dataset
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "config", "dataset_config.yaml")
 

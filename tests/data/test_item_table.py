@@ -8,7 +8,7 @@ import torch
 from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.errors import UserError
-from tests.data.test_loader import tiny_item_feature_map, write_dataset, write_table
+from tests.builders import tiny_item_feature_map, write_dataset, write_table
 
 
 def test_from_item_info_keeps_item_columns_as_typed_buffers(tmp_path):

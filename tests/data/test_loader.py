@@ -1,10 +1,8 @@
 """load_split + BatchLoader: typed arrays, cache, seeded shuffling, sharding, id remapping."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -14,49 +12,7 @@ from fuxictr_mmctr.data.id_remap import ItemIdRemap, remap_for
 from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.data.loader import BatchLoader, concat_predictions, load_split
 from fuxictr_mmctr.errors import UserError
-
-TINY = contract.Schema(max_seq_len=8, num_items=30, num_tags_per_item=3, item_emb_dim=16,
-                       tag_vocab=20, level_vocab=11, user_vocab=100)
-
-
-def write_dataset(folder, schema=TINY, num_rows=50, seed=0):
-    """A small dataset in the contract's format; returns its raw columns for reference checks.
-
-    Histories have random lengths (left-padded), tags have one padding slot, item 0 is padding.
-    """
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    contract.save_schema(schema, folder)
-    rows = schema.item_vocab
-    tags = rng.integers(1, schema.tag_vocab, (rows, schema.num_tags_per_item))
-    tags[:, 0] = 0
-    tags[0] = 0
-    vectors = rng.normal(size=(rows, schema.item_emb_dim)).astype(np.float32)
-    vectors[0] = 0
-    raw = {"item_info": {contract.ITEM_ID: np.arange(rows), contract.ITEM_TAGS: tags,
-                         contract.ITEM_EMB: vectors}}
-    for split in contract.SPLITS:
-        history = rng.integers(1, rows, (num_rows, schema.max_seq_len))
-        lengths = rng.integers(0, schema.max_seq_len + 1, num_rows)
-        history[np.arange(schema.max_seq_len)[None, :] < (schema.max_seq_len - lengths)[:, None]] = 0
-        columns = {contract.USER_ID: rng.integers(0, schema.user_vocab, num_rows),
-                   contract.ITEM_SEQ: history,
-                   contract.LIKES_LEVEL: rng.integers(0, schema.level_vocab, num_rows),
-                   contract.VIEWS_LEVEL: rng.integers(0, schema.level_vocab, num_rows),
-                   contract.ITEM_ID: rng.integers(1, rows, num_rows)}
-        if split in contract.LABELED_SPLITS:
-            columns[contract.LABEL] = rng.integers(0, 2, num_rows)
-        raw[split] = columns
-    for table, columns in raw.items():
-        write_table(os.path.join(folder, contract.split_file(table)), columns,
-                    contract.pyarrow_schema(schema, table))
-    return raw
-
-
-def write_table(path, columns, arrow_schema=None):
-    arrays = {name: list(values) if isinstance(values, np.ndarray) and values.ndim > 1 else values
-              for name, values in columns.items()}
-    pq.write_table(pa.table(arrays, schema=arrow_schema), path)
+from tests.builders import TINY, dataset_params, tiny_item_feature_map, write_dataset, write_table
 
 
 @pytest.fixture
@@ -249,37 +205,3 @@ def _with(values, row, value):
     return values
 
 
-def dataset_params(folder, **frozen):
-    """FuxiCTR dataset params for a folder made by :func:`write_dataset`."""
-    folder = os.fspath(folder)
-    frozen_col = dict(name=contract.ITEM_EMB, type="frozen_embedding", source="item",
-                      dtype="float", **frozen)
-    return dict(
-        dataset_id=os.path.basename(folder), data_root=os.path.dirname(folder), embedding_dim=8,
-        train_data=os.path.join(folder, "train.parquet"),
-        item_info=os.path.join(folder, "item_info.parquet"),
-        feature_cols=[dict(name=contract.USER_ID, type="meta", dtype="int"),
-                      dict(name=contract.ITEM_SEQ, type="meta", dtype="int"),
-                      dict(name=[contract.LIKES_LEVEL, contract.VIEWS_LEVEL], type="categorical",
-                           dtype="int"),
-                      dict(name=contract.ITEM_ID, type="categorical", source="item", dtype="int"),
-                      dict(name=contract.ITEM_TAGS, type="sequence", source="item", dtype="int"),
-                      frozen_col],
-        label_col=dict(name=contract.LABEL, dtype="float"))
-
-
-def tiny_item_feature_map(pretrain_dim, tags=3, projection="none", embedding_dim=None):
-    """An in-memory FeatureMap with item_id, item_tags and a frozen vector (no files)."""
-    from fuxictr_mmctr.data.feature_map import MMCTRFeatureMap
-
-    feature_map = MMCTRFeatureMap("tiny", "/nonexistent")
-    feature_map.features = {
-        contract.ITEM_ID: {"source": "item", "type": "categorical", "vocab_size": 64,
-                           "padding_idx": 0},
-        contract.ITEM_TAGS: {"source": "item", "type": "sequence", "vocab_size": 20,
-                             "max_len": tags, "padding_idx": 0},
-        contract.ITEM_EMB: {"source": "item", "type": "frozen_embedding",
-                            "pretrain_dim": pretrain_dim, "projection": projection,
-                            "embedding_dim": embedding_dim or pretrain_dim, "finetune": False},
-    }
-    return feature_map

@@ -10,7 +10,7 @@ from fuxictr_mmctr.data.feature_map import MMCTRFeatureMap
 from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.layers.embedding import SideFeatureEmbedding, masked_mean
 from fuxictr_mmctr.layers.item_encoder import ItemEncoder
-from tests.data.test_loader import tiny_item_feature_map
+from tests.builders import tiny_item_feature_map
 
 
 def test_masked_mean_ignores_padding_and_gives_zeros_when_all_padding():

@@ -8,7 +8,7 @@ import torch
 from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.layers.item_encoder import ItemEncoder
-from tests.data.test_loader import tiny_item_feature_map
+from tests.builders import tiny_item_feature_map
 
 NUM_ROWS, TAGS, PRETRAIN = 12, 3, 6
 

@@ -198,7 +198,7 @@ def test_item_info_is_required_when_no_item_table_is_given(tmp_path):
 
 
 def test_item_table_is_read_from_the_item_info_path(tmp_path):
-    from tests.data.test_loader import TINY, write_dataset
+    from tests.builders import TINY, write_dataset
 
     raw = write_dataset(tmp_path / "ds", schema=TINY, num_rows=4)
     feature_map = feature_map_of(item_vocab=TINY.item_vocab, tag_vocab=TINY.tag_vocab,
