@@ -53,12 +53,12 @@ def make_loader(params: dict, path: str, shuffle: bool, device):
     """A :class:`BatchLoader` over the parquet at ``path`` with the experiment's settings."""
     from fuxictr_mmctr.data.loader import BatchLoader, load_split
 
-    split = load_split(path)
-    batch_size = int(params.get("eval_batch_size") or params["batch_size"]) if not shuffle \
-        else int(params["batch_size"])
+    batch_size = params["batch_size"]
+    if not shuffle:  # evaluation batches can be larger: no gradients are kept
+        batch_size = params.get("eval_batch_size") or batch_size
     return BatchLoader(
-        split,
-        batch_size=batch_size,
+        load_split(path),
+        batch_size=int(batch_size),
         shuffle=shuffle,
         seed=int(params.get("seed", 0)),
         max_len=params.get("max_len"),

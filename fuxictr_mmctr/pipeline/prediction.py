@@ -22,7 +22,6 @@ def _format_rows(ids: np.ndarray, scores: np.ndarray, score_column: str) -> str:
 
 def predict_scores(config_dir: str, expid: str, gpu: int, data_path: str) -> np.ndarray:
     """Scores of the best checkpoint of ``expid`` for every row of ``data_path``, in row order."""
-    from fuxictr_mmctr.data.loader import load_split
     from fuxictr_mmctr.pipeline.experiment import build_model, load_params, make_loader, prepare
 
     params = load_params(config_dir, expid, gpu)
@@ -36,7 +35,7 @@ def predict_scores(config_dir: str, expid: str, gpu: int, data_path: str) -> np.
         raise UserError(f"{data_path} not found")
     loader = make_loader(params, data_path, shuffle=False, device=model.device)
     scores = np.asarray(model.predict(loader), dtype=np.float64).reshape(-1)
-    expected = load_split(data_path).num_rows
+    expected = loader.num_rows
     if len(scores) != expected:
         raise UserError(f"{data_path}: predicted {len(scores)} rows but the file has {expected}")
     if not np.all(np.isfinite(scores)):
