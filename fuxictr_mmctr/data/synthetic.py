@@ -100,7 +100,7 @@ PRESETS = {
     "demo": Preset(
         name="demo",
         schema=Schema(max_seq_len=30, num_items=3000, tag_vocab=1000, user_vocab=50_001),
-        num_train=200_000, num_valid=10_000, num_test=20_000, num_users=50_000, num_topics=16,
+        num_train=1_600_000, num_valid=10_000, num_test=20_000, num_users=50_000, num_topics=16,
         zipf_exponent=0.6,
     ),
     "full": Preset(

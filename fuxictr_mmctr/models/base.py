@@ -34,6 +34,7 @@ from fuxictr.pytorch.torch_utils import seed_everything
 from torch import nn
 from tqdm import tqdm
 
+from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.data.schema import LABEL, USER_ID
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.training import checkpoint as ckpt
@@ -42,6 +43,17 @@ from fuxictr_mmctr.training.metrics import evaluate_metrics
 
 #: Seconds between progress-bar refreshes (each refresh costs a little host time).
 PROGRESS_INTERVAL_S = 1.0
+
+
+def resolve_item_table(feature_map, item_table: ItemTable | None, item_info) -> ItemTable:
+    """The model's item table: the one given, else read from the ``item_info`` parquet path."""
+    if item_table is not None:
+        return item_table
+    if not item_info:
+        raise UserError("model needs item_info (the path of item_info.parquet) in its config")
+    from fuxictr_mmctr.data.id_remap import remap_for
+
+    return ItemTable.from_item_info(item_info, feature_map, remap=remap_for(item_info))
 
 
 class MultimodalRankModel(BaseModel):

@@ -7,28 +7,15 @@ from __future__ import annotations
 
 import torch
 
-from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.data.schema import ITEM_ID, ITEM_SEQ
-from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.layers.cross_deep import CrossDeepArch
 from fuxictr_mmctr.layers.embedding import DEFAULT_INITIALIZER, SideFeatureEmbedding
 from fuxictr_mmctr.layers.item_encoder import ItemEncoder
 from fuxictr_mmctr.layers.prediction_head import PredictionHead
 from fuxictr_mmctr.layers.sequence import history_mask, masked_mean, truncate_history
 from fuxictr_mmctr.layers.target_aware_transformer import TargetAwareTransformer
-from fuxictr_mmctr.models.base import MultimodalRankModel
+from fuxictr_mmctr.models.base import MultimodalRankModel, resolve_item_table
 from fuxictr_mmctr.models.registry import register_model
-
-
-def resolve_item_table(feature_map, item_table: ItemTable | None, item_info) -> ItemTable:
-    """The model's item table: the one given, else read from the ``item_info`` parquet path."""
-    if item_table is not None:
-        return item_table
-    if not item_info:
-        raise UserError("model needs item_info (the path of item_info.parquet) in its config")
-    from fuxictr_mmctr.data.id_remap import remap_for
-
-    return ItemTable.from_item_info(item_info, feature_map, remap=remap_for(item_info))
 
 
 @register_model

@@ -28,9 +28,9 @@ def ensure_dataset(params: dict) -> str:
     paths = [params[key] for key in SPLIT_KEYS.values() if params.get(key)]
     paths.append(params["item_info"])
     missing = [path for path in paths if not os.path.exists(path)]
-    if not missing:
-        return folder
     preset = params.get("synthetic_preset")
+    if not missing and not (preset and _synthetic_is_stale(params, folder)):
+        return folder
     if preset:
         from fuxictr_mmctr.data.synthetic import generate
 
@@ -43,6 +43,35 @@ def ensure_dataset(params: dict) -> str:
         f"{REAL_DATA_URL} and unzip it into {folder}/ (train/valid/test/item_info .parquet), or try "
         f"the synthetic demo: python run_expid.py --expid Transformer_DCN_MicroLens_demo"
     )
+
+
+def _synthetic_is_stale(params: dict, folder: str) -> bool:
+    """Whether a generated dataset differs from what its config asks for now.
+
+    Compares the seed in ``oracle.json`` and the train row count (parquet metadata, no data
+    read) with the preset, so data made by an older release of a preset is made again rather
+    than silently reused.
+    """
+    import pyarrow.parquet as pq
+
+    from fuxictr_mmctr.data.synthetic import PRESETS
+
+    preset = PRESETS.get(params["synthetic_preset"])
+    if preset is None:
+        return True  # generate() names the unknown preset in its error
+    try:
+        with open(os.path.join(folder, "oracle.json"), encoding="utf-8") as handle:
+            report = json.load(handle)
+        train_rows = pq.ParquetFile(params["train_data"]).metadata.num_rows
+    except (OSError, ValueError):
+        return True
+    stale = (report.get("preset") != preset.name
+             or report.get("seed") != int(params.get("synthetic_seed", 2025))
+             or train_rows != preset.split_rows("train"))
+    if stale:
+        logging.info("Synthetic dataset in %s does not match preset=%s seed=%s: making it again",
+                     folder, preset.name, params.get("synthetic_seed", 2025))
+    return stale
 
 
 def oracle_auc(params: dict, split: str = "valid"):
