@@ -132,12 +132,12 @@ def generate(preset, seed: int = 2025, out_dir: str = ".", verbose: bool = True)
 
     say = print if verbose else (lambda *args, **kwargs: None)
     say(f"synth: preset {preset.name}, seed {seed}, into {out_dir}")
-    world = build_world(preset, _rng(seed, WORLD_STREAM))
+    world = build_world(preset, random_stream(seed, WORLD_STREAM))
     save_schema(preset.schema, out_dir)
     _write_item_info(world, preset.schema, os.path.join(out_dir, split_file(ITEM_INFO)))
 
     calibration = sample_rows(world, preset, min(preset.num_train, CALIBRATION_ROWS),
-                              _rng(seed, CALIBRATION_STREAM))
+                              random_stream(seed, CALIBRATION_STREAM))
     intercept = calibrate_intercept(preset.click_model, calibration.terms)
 
     truth, positive_rate = {}, {}
@@ -165,7 +165,7 @@ def _resolve_preset(preset) -> Preset:
     return PRESETS[preset]
 
 
-def _rng(seed: int, stream: int, block: int = 0) -> np.random.Generator:
+def random_stream(seed: int, stream: int, block: int = 0) -> np.random.Generator:
     """An independent random stream per (seed, stream, block): blocks do not shift each other."""
     return np.random.default_rng([int(seed), stream, block])
 
@@ -184,7 +184,7 @@ def _write_split(world: World, preset: Preset, split: str, seed: int, split_inde
     with atomic_path(path) as tmp_path, pq.ParquetWriter(tmp_path, arrow_schema) as writer:
         for block, start in enumerate(range(0, max(total, 1), preset.block_rows)):
             count = min(preset.block_rows, total - start)
-            rng = _rng(seed, ROW_STREAM + split_index, block)
+            rng = random_stream(seed, ROW_STREAM + split_index, block)
             rows = sample_rows(world, preset, count, rng, cold_rate)
             prob = sigmoid(preset.click_model.logit(rows.terms, intercept))
             label = (rng.random(count) < prob).astype(np.int64)

@@ -1,0 +1,73 @@
+"""Which parts of the planted click model a model's scores follow (synthetic data only).
+
+The generator is deterministic per (preset, seed, split block), so the click-model terms of every
+valid/test row can be drawn again without storing them. Regressing a model's logits on those
+terms gives one coefficient per part: a model that reads a part correctly gets about the true
+coefficient (``ClickModel``), a model that misses it gets about 0. ``benchmarks/term_recovery.py``
+prints this for a scores CSV.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from fuxictr_mmctr.data.schema import ITEM_ID, SPLITS
+from fuxictr_mmctr.data.synthetic import (ORACLE_FILE, PRESETS, ROW_STREAM, WORLD_STREAM,
+                                          random_stream)
+from fuxictr_mmctr.data.synthetic_rows import TERM_NAMES, sample_rows
+from fuxictr_mmctr.data.synthetic_world import build_world
+from fuxictr_mmctr.errors import UserError
+
+
+def split_terms(folder: str, split: str = "valid") -> np.ndarray:
+    """Click-model terms ``(R, len(TERM_NAMES))`` of every row of ``folder``'s ``split``.
+
+    The preset and seed come from the folder's ``oracle.json``; the redrawn target items are
+    checked against the split file, so data from another generator version is an error, not a
+    silent mismatch.
+    """
+    oracle_path = os.path.join(folder, ORACLE_FILE)
+    if not os.path.exists(oracle_path):
+        raise UserError(f"{oracle_path} not found: terms exist only for `fuxictr-mmctr synth` data")
+    with open(oracle_path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    preset = PRESETS[report["preset"]]
+    seed = int(report["seed"])
+    split_path = os.path.join(folder, f"{split}.parquet")
+    item_id = pq.read_table(split_path, columns=[ITEM_ID]).column(ITEM_ID).to_numpy()
+
+    world = build_world(preset, random_stream(seed, WORLD_STREAM))
+    cold_rate = 0.0 if split == "train" else preset.cold_target_rate
+    blocks, drawn_ids = [], []
+    for block, start in enumerate(range(0, len(item_id), preset.block_rows)):
+        count = min(preset.block_rows, len(item_id) - start)
+        rows = sample_rows(world, preset, count,
+                           random_stream(seed, ROW_STREAM + SPLITS.index(split), block), cold_rate)
+        blocks.append(rows.terms)
+        drawn_ids.append(rows.item_id)
+    drawn = np.concatenate(drawn_ids) if drawn_ids else np.empty(0, dtype=item_id.dtype)
+    if not np.array_equal(drawn, item_id):
+        raise UserError(f"{split_path}: rows differ from what preset {preset.name} seed {seed} "
+                        f"draws; was it made by another version of the generator?")
+    return np.concatenate(blocks) if blocks else np.empty((0, len(TERM_NAMES)))
+
+
+def term_coefficients(terms: np.ndarray, scores: np.ndarray) -> dict:
+    """Least squares of ``logit(scores) (R,)`` on ``[1, terms] (R, T)``.
+
+    Returns ``{"intercept", <term name>: coefficient ..., "r2", "residual_std"}``; scores are
+    clipped to [1e-6, 1 - 1e-6] before the logit.
+    """
+    probs = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+    logits = np.log(probs / (1 - probs))
+    design = np.column_stack([np.ones(len(terms)), terms])
+    coefficients, *_ = np.linalg.lstsq(design, logits, rcond=None)
+    residual = logits - design @ coefficients
+    result = {"intercept": float(coefficients[0])}
+    result.update({name: float(c) for name, c in zip(TERM_NAMES, coefficients[1:])})
+    result["r2"] = float(1 - residual.var() / logits.var()) if logits.var() > 0 else 0.0
+    result["residual_std"] = float(residual.std())
+    return result
