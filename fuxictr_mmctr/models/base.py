@@ -21,6 +21,7 @@ Batches are dicts of tensors already on ``self.device`` (see ``fuxictr_mmctr.dat
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -162,10 +163,11 @@ class MultimodalRankModel(BaseModel):
         for batch_index, batch in enumerate(batches, start=start_batch):
             group_start = batch_index - batch_index % group
             group_size = min(group, steps - group_start)  # the epoch's last group may be short
-            self._accumulate_gradients(batch, 1.0 / group_size)
+            group_ends = batch_index + 1 - group_start >= group_size
+            self._accumulate_gradients(batch, 1.0 / group_size, sync=group_ends)
             self._global_step += 1
             eval_due |= self._global_step % self._eval_every == 0
-            if batch_index + 1 - group_start < group_size:
+            if not group_ends:
                 continue  # mid-group: evaluate only where no gradient is pending
             self._optimizer_step()
             if eval_due:
@@ -175,12 +177,18 @@ class MultimodalRankModel(BaseModel):
                     break
         batches.close()
 
-    def _accumulate_gradients(self, batch: dict, scale: float) -> None:
-        """Forward and backward of one batch; its loss is added to the device-side sum."""
+    def _accumulate_gradients(self, batch: dict, scale: float, sync: bool = True) -> None:
+        """Forward and backward of one batch; its loss is added to the device-side sum.
+
+        Under DDP, ``sync=False`` (a batch inside an accumulation group) skips the gradient
+        all-reduce: only the group's last backward exchanges gradients.
+        """
         module = self._ddp_module if self._ddp_module is not None else self
-        return_dict = module(batch)
-        loss = self.compute_loss(return_dict, self.get_labels(batch))
-        (loss * scale).backward()
+        skip_all_reduce = self._ddp_module is not None and not sync
+        with module.no_sync() if skip_all_reduce else contextlib.nullcontext():
+            return_dict = module(batch)
+            loss = self.compute_loss(return_dict, self.get_labels(batch))
+            (loss * scale).backward()
         self._loss_sum += loss.detach()
         self._loss_batches += 1
 

@@ -338,14 +338,24 @@ def _distributed_worker(rank, world_size, init_file, out_dir):
     data = {"train": make_columns(512, seed=1), "valid": make_columns(251, seed=2)}
     train = ShardedToyLoader(data["train"], 32, rank, world_size, shuffle=True, seed=3)
     valid = ShardedToyLoader(data["valid"], 64, rank, world_size)
-    model = ToyModel(FEATURE_MAP, model_root=out_dir, eval_steps=4, metrics=["AUC", "gAUC"])
+    model = ToyModel(FEATURE_MAP, model_root=out_dir, eval_steps=4, metrics=["AUC", "gAUC"],
+                     accumulation_steps=2)
     model.wrap_distributed()
+    skipped_all_reduces = []
+    no_sync = model._ddp_module.no_sync
+
+    def counting_no_sync():
+        skipped_all_reduces.append(1)
+        return no_sync()
+
+    model._ddp_module.no_sync = counting_no_sync
     model.fit(train, epochs=1, validation_data=valid)
     logs = model.evaluate(valid)
     predictions = model.predict(valid)
     dist.destroy_process_group()
     torch.save({"logs": dict(logs), "predictions": torch.from_numpy(predictions),
-                "state": model.state_dict(), "messages": messages},
+                "state": model.state_dict(), "messages": messages,
+                "skipped_all_reduces": len(skipped_all_reduces)},
                os.path.join(out_dir, f"rank{rank}.pt"))
 
 
@@ -365,6 +375,8 @@ def test_distributed_gathers_all_rows_and_only_rank0_writes(tmp_path):
         assert result["logs"]["AUC"] == pytest.approx(auc(valid["label"].numpy(), expected),
                                                       abs=1e-9)
     assert ranks[1]["logs"] == ranks[0]["logs"]
+    # 8 batches per rank in groups of 2: the first batch of each group skips the all-reduce
+    assert [result["skipped_all_reduces"] for result in ranks] == [4, 4]
     assert any(m.startswith("Evaluation @epoch 1 - batch 4") for m in ranks[0]["messages"])
     assert ranks[1]["messages"] == []
     assert sorted(os.listdir(tmp_path / "toy")) == ["Toy.model", "Toy.resume.pt"]
