@@ -33,6 +33,9 @@ class BatchLoader:
             ``world_size``-th row of the permutation; not shuffled (evaluation): a contiguous
             block of rows in file order. Either way every row is in exactly one shard; shard
             sizes differ by at most one row (use DDP's ``join()`` for uneven last steps).
+        even_shards: shuffled only: every rank gets ``num_rows // world_size`` rows (the last
+            ``num_rows % world_size`` rows of each epoch's permutation are left out, different
+            ones each epoch), so all ranks run the same number of steps, as DDP training needs.
         on_device: hold the whole split on ``device`` and gather there.
         pin_memory: gather into pinned host memory (default: when ``device`` is CUDA).
 
@@ -44,7 +47,7 @@ class BatchLoader:
     def __init__(self, split, batch_size: int, shuffle: bool = False, seed: int = 0,
                  max_len: int | None = None, device="cpu", drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, on_device: bool = False,
-                 pin_memory: bool | None = None):
+                 pin_memory: bool | None = None, even_shards: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -56,6 +59,7 @@ class BatchLoader:
         self.device = torch.device(device)
         self.drop_last = drop_last
         self.rank, self.world_size = rank, world_size
+        self.even_shards = even_shards and shuffle
         self.on_device = on_device
         self.pin_memory = (self.device.type == "cuda" if pin_memory is None else pin_memory) \
             and torch.cuda.is_available() and not on_device
@@ -78,6 +82,8 @@ class BatchLoader:
         """Rows this rank yields in the current epoch, in order: ``(shard_rows,) int64``."""
         if self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(self.num_rows)
+            if self.even_shards:
+                order = order[:self.num_rows - self.num_rows % self.world_size]
             return order[self.rank::self.world_size]
         bounds = np.linspace(0, self.num_rows, self.world_size + 1).astype(np.int64)
         return np.arange(bounds[self.rank], bounds[self.rank + 1], dtype=np.int64)
@@ -85,6 +91,8 @@ class BatchLoader:
     @property
     def shard_rows(self) -> int:
         """Rows in this rank's shard."""
+        if self.even_shards:
+            return self.num_rows // self.world_size
         if self.shuffle:
             return len(range(self.rank, self.num_rows, self.world_size))
         return len(self.row_indices())

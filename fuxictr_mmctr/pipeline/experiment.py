@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 
 from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.pipeline import datasets
+from fuxictr_mmctr.pipeline import datasets, distributed
 
 DEFAULT_CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "config")
 
@@ -49,9 +49,15 @@ def prepare(params: dict):
     return build_feature_map(params)
 
 
-def make_loader(params: dict, path: str, shuffle: bool, device):
-    """A :class:`BatchLoader` over the parquet at ``path`` with the experiment's settings."""
+def make_loader(params: dict, path: str, shuffle: bool, device, group=None):
+    """A :class:`BatchLoader` over the parquet at ``path`` with the experiment's settings.
+
+    With a distributed ``group`` (:mod:`.distributed`) the loader yields this rank's shard;
+    training shards are even, so every rank runs the same number of steps.
+    """
     from fuxictr_mmctr.data.loader import BatchLoader, load_split
+
+    rank, world_size = (group.rank, group.world_size) if group is not None else (0, 1)
 
     batch_size = params["batch_size"]
     if not shuffle:  # evaluation batches can be larger: no gradients are kept
@@ -63,6 +69,9 @@ def make_loader(params: dict, path: str, shuffle: bool, device):
         seed=int(params.get("seed", 0)),
         max_len=params.get("max_len"),
         device=device,
+        rank=rank,
+        world_size=world_size,
+        even_shards=shuffle and world_size > 1,
     )
 
 
@@ -70,21 +79,41 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = Fa
     """Train and evaluate ``expid``; print the summary line and append the result CSV row.
 
     Returns ``{"expid", "valid": {...}, "test": {...} or None, "oracle_auc": float | None}``.
+    Under torchrun (``WORLD_SIZE > 1``) each process trains on its shard of the train rows and
+    only rank 0 logs, writes and prints (:mod:`fuxictr_mmctr.pipeline.distributed`).
     """
+    group, gpu = distributed.start(gpu)
+    try:
+        return _train_and_evaluate(config_dir, expid, gpu, resume, group)
+    finally:
+        distributed.stop(group)
+
+
+def _train_and_evaluate(config_dir: str, expid: str, gpu: int, resume: bool, group) -> dict:
+    """:func:`run_experiment` inside its process group (one plain process or a torchrun rank)."""
     from fuxictr.pytorch.torch_utils import seed_everything
     from fuxictr.utils import print_to_list, set_logger
 
     params = load_params(config_dir, expid, gpu)
-    datasets.ensure_dataset(params)  # before any log or checkpoint file exists
-    set_logger(params)
-    logging.info("Params: %s", params)
+    with distributed.main_first(group):
+        datasets.ensure_dataset(params)  # before any log or checkpoint file exists
+    if group.is_main:
+        set_logger(params)
+        logging.info("Params: %s", params)
+        if group.is_distributed:
+            logging.info("Distributed: %d processes (%s)", group.world_size,
+                         "one GPU each" if gpu >= 0 else "CPU, gloo")
     seed_everything(seed=int(params.get("seed", 2025)))
 
-    feature_map = prepare(params)
+    with distributed.main_first(group):
+        feature_map = prepare(params)
     model = build_model(params, feature_map)
     model.count_parameters()
-    train_loader = make_loader(params, params["train_data"], shuffle=True, device=model.device)
-    valid_loader = make_loader(params, params["valid_data"], shuffle=False, device=model.device)
+    if group.is_distributed:
+        model.wrap_distributed()
+    with distributed.main_first(group):  # rank 0 writes the array cache, the others read it
+        train_loader = make_loader(params, params["train_data"], True, model.device, group)
+        valid_loader = make_loader(params, params["valid_data"], False, model.device, group)
     model.fit(train_loader, epochs=int(params["epochs"]), validation_data=valid_loader,
               resume=resume)
 
@@ -94,13 +123,14 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = Fa
     test_result = None
     if params.get("test_data") and datasets.has_labels(params["test_data"]):
         logging.info("******** Test evaluation ********")
-        test_loader = make_loader(params, params["test_data"], shuffle=False, device=model.device)
+        test_loader = make_loader(params, params["test_data"], False, model.device, group)
         test_result = model.evaluate(test_loader)
 
     oracle = datasets.oracle_auc(params, "valid")
-    write_result_row(config_dir, expid, params["dataset_id"], valid_result, test_result,
-                     print_to_list)
-    print(summary_line(expid, valid_result, oracle), flush=True)
+    if group.is_main:
+        write_result_row(config_dir, expid, params["dataset_id"], valid_result, test_result,
+                         print_to_list)
+        print(summary_line(expid, valid_result, oracle), flush=True)
     return {"expid": expid, "valid": valid_result, "test": test_result, "oracle_auc": oracle}
 
 

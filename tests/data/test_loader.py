@@ -85,6 +85,24 @@ def test_shuffle_is_seeded_per_epoch(dataset):
         sorted(train.user_id.tolist())
 
 
+def test_even_shards_give_every_rank_the_same_steps(dataset):
+    folder, _ = dataset
+    train = load_split(folder / "train.parquet")  # 50 rows: 16 per rank, 2 left out per epoch
+    for epoch in (0, 1):
+        loaders = [BatchLoader(train, batch_size=5, shuffle=True, seed=1, rank=r, world_size=3,
+                               even_shards=True) for r in range(3)]
+        for loader in loaders:
+            loader.set_epoch(epoch)
+        shards = [loader.row_indices() for loader in loaders]
+        assert [len(shard) for shard in shards] == [16, 16, 16]
+        assert [len(loader) for loader in loaders] == [4, 4, 4]
+        assert [len(list(loader)) for loader in loaders] == [4, 4, 4]
+        assert len(set(np.concatenate(shards).tolist())) == 48  # no row twice
+    uneven = [BatchLoader(train, batch_size=5, shuffle=True, seed=1, rank=r, world_size=3)
+              for r in range(3)]
+    assert [loader.shard_rows for loader in uneven] == [17, 17, 16]
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_shards_cover_every_row_once(dataset, shuffle):
     folder, _ = dataset

@@ -124,3 +124,23 @@ def test_tuner_keeps_every_value_of_a_dataset_level_key(workdir):
         expids = yaml.safe_load(handle)
     assert sorted(d["synthetic_seed"] for d in datasets.values()) == [1, 2]
     assert sorted(e["dataset_id"] for e in expids.values()) == sorted(datasets)
+
+
+def test_torchrun_two_cpu_processes_train_and_report_once(tmp_path):
+    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
+                    ignore=shutil.ignore_patterns("tuner"))
+    shutil.copy(os.path.join(REPO, "run_expid.py"), tmp_path / "run_expid.py")
+    # No data yet: rank 0 generates it while rank 1 waits.
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "run_expid.py", "--expid", TINY, "--gpu", "-1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summaries = [line for line in result.stdout.splitlines() if line.startswith("result expid=")]
+    assert len(summaries) == 1
+    auc_value = float(summaries[0].split("AUC=")[1].split()[0])
+    assert auc_value > TINY_MIN_AUC
+    assert len((tmp_path / "config.csv").read_text().strip().splitlines()) == 1
+    assert "Distributed: 2 processes (CPU, gloo)" in result.stderr
+    log_files = os.listdir(tmp_path / "checkpoints" / "MicroLens_synth_tiny")
+    assert sorted(f for f in log_files if f.endswith(".log")) == [f"{TINY}.log"]
