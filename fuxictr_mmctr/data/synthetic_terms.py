@@ -34,8 +34,11 @@ def split_terms(folder: str, split: str = "valid") -> np.ndarray:
         raise UserError(f"{oracle_path} not found: terms exist only for `fuxictr-mmctr synth` data")
     with open(oracle_path, encoding="utf-8") as handle:
         report = json.load(handle)
+    if report.get("preset") not in PRESETS or not isinstance(report.get("seed"), int):
+        raise UserError(f"{oracle_path}: no known preset and seed (preset={report.get('preset')!r}, "
+                        f"seed={report.get('seed')!r})")
     preset = PRESETS[report["preset"]]
-    seed = int(report["seed"])
+    seed = report["seed"]
     split_path = os.path.join(folder, f"{split}.parquet")
     item_id = pq.read_table(split_path, columns=[ITEM_ID]).column(ITEM_ID).to_numpy()
 
