@@ -50,12 +50,16 @@ def history_cosines(vectors: np.ndarray, item_seq: np.ndarray, target: np.ndarra
     return out
 
 
+def one_hot(column: np.ndarray, width: int) -> sp.csr_matrix:
+    """``(R,) int -> (R, width)`` sparse indicator matrix."""
+    rows = len(column)
+    return sp.csr_matrix((np.ones(rows, dtype=np.float32), (np.arange(rows), column)),
+                         shape=(rows, width))
+
+
 def design_matrix(frame: dict, vectors: np.ndarray, level_vocab: int) -> sp.csr_matrix:
     """Sparse ``(R, 2 + N + level_vocab^2)`` features of one split (see the module docstring)."""
-    rows = len(frame[ITEM_ID])
     cosines = history_cosines(vectors, frame[ITEM_SEQ], frame[ITEM_ID])
-    one_hot = lambda column, width: sp.csr_matrix(  # noqa: E731
-        (np.ones(rows, dtype=np.float32), (np.arange(rows), column)), shape=(rows, width))
     level_pair = frame[LIKES_LEVEL] * level_vocab + frame[VIEWS_LEVEL]
     return sp.hstack([sp.csr_matrix(cosines), one_hot(frame[ITEM_ID], len(vectors)),
                       one_hot(level_pair, level_vocab ** 2)]).tocsr()
