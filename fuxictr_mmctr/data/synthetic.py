@@ -141,8 +141,8 @@ def generate(preset, seed: int = 2025, out_dir: str = ".", verbose: bool = True)
     intercept = calibrate_intercept(preset.click_model, calibration.terms)
 
     truth, positive_rate = {}, {}
-    for split_index, split in enumerate(SPLITS):
-        probs, labels, terms = _write_split(world, preset, split, seed, split_index, intercept,
+    for split in SPLITS:
+        probs, labels, terms = _write_split(world, preset, split, seed, intercept,
                                             os.path.join(out_dir, split_file(split)), say)
         positive_rate[split] = float(labels.mean()) if len(labels) else 0.0
         if split != "train":
@@ -170,31 +170,43 @@ def random_stream(seed: int, stream: int, block: int = 0) -> np.random.Generator
     return np.random.default_rng([int(seed), stream, block])
 
 
-def _write_split(world: World, preset: Preset, split: str, seed: int, split_index: int,
-                 intercept: float, path: str, say):
+def split_blocks(world: World, preset: Preset, split: str, seed: int, total: int | None = None):
+    """Draw a split block by block, in file order: yields ``(start, rows, rng)``.
+
+    Each block has its own stream (seed, split, block number), so a block can be drawn again
+    without the ones before it; ``rng`` goes on to draw that block's labels. ``total`` defaults
+    to the preset's row count; an empty split yields one empty block (its file still gets
+    written).
+    """
+    total = preset.split_rows(split) if total is None else total
+    cold_rate = 0.0 if split == "train" else preset.cold_target_rate
+    for block, start in enumerate(range(0, max(total, 1), preset.block_rows)):
+        count = min(preset.block_rows, total - start)
+        rng = random_stream(seed, ROW_STREAM + SPLITS.index(split), block)
+        yield start, sample_rows(world, preset, count, rng, cold_rate), rng
+
+
+def _write_split(world: World, preset: Preset, split: str, seed: int, intercept: float,
+                 path: str, say):
     """Generate and write one split block by block.
 
     Returns ``click_prob (R,) float64``, ``label (R,) int64`` and ``terms (R, T)`` (the terms
     only for valid/test, which need them for the partial oracles; empty for train).
     """
     total = preset.split_rows(split)
-    cold_rate = 0.0 if split == "train" else preset.cold_target_rate
     arrow_schema = pyarrow_schema(preset.schema, split)
     probs, labels, terms = [], [], []
     with atomic_path(path) as tmp_path, pq.ParquetWriter(tmp_path, arrow_schema) as writer:
-        for block, start in enumerate(range(0, max(total, 1), preset.block_rows)):
-            count = min(preset.block_rows, total - start)
-            rng = random_stream(seed, ROW_STREAM + split_index, block)
-            rows = sample_rows(world, preset, count, rng, cold_rate)
+        for start, rows, rng in split_blocks(world, preset, split, seed):
             prob = sigmoid(preset.click_model.logit(rows.terms, intercept))
-            label = (rng.random(count) < prob).astype(np.int64)
+            label = (rng.random(len(prob)) < prob).astype(np.int64)
             writer.write_table(_split_table(rows, label if split != "test" else None, arrow_schema))
             probs.append(prob)
             labels.append(label)
             if split != "train":
                 terms.append(rows.terms)
             if total > preset.block_rows:
-                say(f"synth: {split} {start + count:,}/{total:,} rows")
+                say(f"synth: {split} {start + len(prob):,}/{total:,} rows")
     terms = np.concatenate(terms) if terms else np.empty((0, 0))
     return np.concatenate(probs), np.concatenate(labels), terms
 

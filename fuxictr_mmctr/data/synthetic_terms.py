@@ -14,10 +14,10 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 
-from fuxictr_mmctr.data.schema import ITEM_ID, SPLITS
-from fuxictr_mmctr.data.synthetic import (ORACLE_FILE, PRESETS, ROW_STREAM, WORLD_STREAM,
-                                          random_stream)
-from fuxictr_mmctr.data.synthetic_rows import TERM_NAMES, sample_rows
+from fuxictr_mmctr.data.schema import ITEM_ID
+from fuxictr_mmctr.data.synthetic import (ORACLE_FILE, PRESETS, WORLD_STREAM, random_stream,
+                                          split_blocks)
+from fuxictr_mmctr.data.synthetic_rows import TERM_NAMES
 from fuxictr_mmctr.data.synthetic_world import build_world
 from fuxictr_mmctr.errors import UserError
 
@@ -43,20 +43,12 @@ def split_terms(folder: str, split: str = "valid") -> np.ndarray:
     item_id = pq.read_table(split_path, columns=[ITEM_ID]).column(ITEM_ID).to_numpy()
 
     world = build_world(preset, random_stream(seed, WORLD_STREAM))
-    cold_rate = 0.0 if split == "train" else preset.cold_target_rate
-    blocks, drawn_ids = [], []
-    for block, start in enumerate(range(0, len(item_id), preset.block_rows)):
-        count = min(preset.block_rows, len(item_id) - start)
-        rows = sample_rows(world, preset, count,
-                           random_stream(seed, ROW_STREAM + SPLITS.index(split), block), cold_rate)
-        blocks.append(rows.terms)
-        drawn_ids.append(rows.item_id)
-    drawn = np.concatenate(drawn_ids) if drawn_ids else np.empty(0, dtype=item_id.dtype)
+    blocks = [rows for _, rows, _ in split_blocks(world, preset, split, seed, len(item_id))]
+    drawn = np.concatenate([rows.item_id for rows in blocks])
     if not np.array_equal(drawn, item_id):
         raise UserError(f"{split_path}: rows differ from what preset {preset.name} seed {seed} "
                         f"draws; was it made by another version of the generator?")
-    return np.concatenate(blocks) if blocks else np.empty((0, len(TERM_NAMES)))
-
+    return np.concatenate([rows.terms for rows in blocks])
 
 def term_coefficients(terms: np.ndarray, scores: np.ndarray) -> dict:
     """Least squares of ``logit(scores) (R,)`` on ``[1, terms] (R, T)``.

@@ -10,6 +10,8 @@ from fuxictr_mmctr.errors import UserError
 
 REAL_DATA_URL = "https://recsys.westlake.edu.cn/MicroLens_1M_MMCTR"
 SPLIT_KEYS = {"train": "train_data", "valid": "valid_data", "test": "test_data"}
+#: Seed of a synthetic dataset whose config has no ``synthetic_seed``.
+DEFAULT_SYNTHETIC_SEED = 2025
 
 
 def dataset_folder(params: dict) -> str:
@@ -34,7 +36,7 @@ def ensure_dataset(params: dict) -> str:
     if preset:
         from fuxictr_mmctr.data.synthetic import generate
 
-        seed = int(params.get("synthetic_seed", 2025))
+        seed = synthetic_seed(params)
         logging.info("Generating synthetic dataset preset=%s seed=%d into %s", preset, seed, folder)
         generate(preset, seed=seed, out_dir=folder, verbose=True)
         return folder
@@ -43,6 +45,11 @@ def ensure_dataset(params: dict) -> str:
         f"{REAL_DATA_URL} and unzip it into {folder}/ (train/valid/test/item_info .parquet), or try "
         f"the synthetic demo: python run_expid.py --expid Transformer_DCN_MicroLens_demo"
     )
+
+
+def synthetic_seed(params: dict) -> int:
+    """The seed a synthetic dataset config asks for."""
+    return int(params.get("synthetic_seed", DEFAULT_SYNTHETIC_SEED))
 
 
 def _synthetic_is_stale(params: dict, folder: str) -> bool:
@@ -66,11 +73,11 @@ def _synthetic_is_stale(params: dict, folder: str) -> bool:
     except (OSError, ValueError):
         return True
     stale = (report.get("preset") != preset.name
-             or report.get("seed") != int(params.get("synthetic_seed", 2025))
+             or report.get("seed") != synthetic_seed(params)
              or train_rows != preset.split_rows("train"))
     if stale:
         logging.info("Synthetic dataset in %s does not match preset=%s seed=%s: making it again",
-                     folder, preset.name, params.get("synthetic_seed", 2025))
+                     folder, preset.name, synthetic_seed(params))
     return stale
 
 
