@@ -60,8 +60,8 @@ def array_shape(column: Column, num_rows: int) -> tuple[int, ...]:
     return (num_rows,) if column.length is None else (num_rows, column.length)
 
 
-def read_columns(path, columns, remap=None, cache_dir=None,
-                 validate=None) -> tuple[dict[str, np.ndarray], bool]:
+def read_columns(path, columns, remap=None, cache_dir=None, validate=None,
+                 cache_tag: str | None = None) -> tuple[dict[str, np.ndarray], bool]:
     """Typed arrays of ``columns`` (schema :class:`Column`\\ s) of the parquet file ``path``.
 
     Args:
@@ -69,13 +69,16 @@ def read_columns(path, columns, remap=None, cache_dir=None,
         cache_dir: cache root (default ``<folder>/.cache``); ``False`` reads without caching.
         validate: called with no arguments before a (non-cached) read; it raises
             :class:`UserError` on bad data.
+        cache_tag: goes into the cache key, so arrays read under different ``validate``
+            settings never stand in for each other (``None`` keeps the plain key).
 
     Returns ``(arrays, from_cache)``.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UserError(f"{path}: file not found")
-    cache_folder = None if cache_dir is False else _cache_folder(path, columns, remap, cache_dir)
+    cache_folder = (None if cache_dir is False
+                    else _cache_folder(path, columns, remap, cache_dir, cache_tag))
     if cache_folder is not None:
         cached = _load_cache(cache_folder, columns)
         if cached is not None:
@@ -103,11 +106,13 @@ def read_columns(path, columns, remap=None, cache_dir=None,
     return _load_cache(cache_folder, columns), False
 
 
-def _cache_folder(path, columns, remap, cache_dir) -> str:
+def _cache_folder(path, columns, remap, cache_dir, cache_tag=None) -> str:
     stat = os.stat(path)
-    key = hashlib.sha1(json.dumps(
-        [CACHE_VERSION, [(c.name, c.kind, c.length, c.vocab) for c in columns],
-         remap.fingerprint() if remap is not None else None]).encode()).hexdigest()[:10]
+    parts = [CACHE_VERSION, [(c.name, c.kind, c.length, c.vocab) for c in columns],
+             remap.fingerprint() if remap is not None else None]
+    if cache_tag is not None:  # appended only when set: existing cache keys stay valid
+        parts.append(cache_tag)
+    key = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:10]
     root = cache_dir or os.path.join(os.path.dirname(os.path.abspath(path)), CACHE_FOLDER)
     stem = os.path.splitext(os.path.basename(path))[0]
     return os.path.join(root, f"{stem}-{stat.st_size}-{stat.st_mtime_ns}-{key}")

@@ -18,6 +18,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -26,11 +27,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fuxictr_mmctr.data import schema as contract
-from fuxictr_mmctr.data.arrays import read_columns
+from fuxictr_mmctr.data.arrays import ITEM_ID_COLUMNS, read_columns
 from fuxictr_mmctr.data.batches import BatchLoader
-from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.errors import UserError, location
 
-__all__ = ["BatchLoader", "SplitArrays", "load_split"]
+__all__ = ["BatchLoader", "SplitArrays", "VALIDATION_MODES", "check_validation", "load_split",
+           "validation_mode"]
+
+logger = logging.getLogger(__name__)
+
+#: ``validation`` settings of a dataset config: what the dataset validator's findings do.
+STRICT, WARN, OFF = "strict", "warn", "off"
+VALIDATION_MODES = (STRICT, WARN, OFF)
+#: Problems logged one line each under ``warn``; the rest are counted in one more line.
+MAX_LOGGED_PROBLEMS = 20
 
 
 @dataclass
@@ -69,19 +79,29 @@ class SplitArrays:
 
 
 def load_split(path, schema: contract.Schema | None = None, cache_dir=None, remap=None,
-               validate: bool = True) -> SplitArrays:
+               validate: bool = True, validation: str = STRICT,
+               item_rows: int | None = None) -> SplitArrays:
     """Read a split (train/valid/test or any parquet of that schema) into :class:`SplitArrays`.
 
     Args:
         path: parquet file; labelled if it has a ``label`` column.
-        schema: sizes for range checks; default the folder's ``schema.json``.
+        schema: sizes for range checks; default the folder's ``schema.json``. Pass the trained
+            dataset's schema for a file that lives elsewhere
+            (:class:`~fuxictr_mmctr.data.catalogue.ItemCatalogue` does).
         cache_dir: cache root (default ``<folder>/.cache``); ``False`` disables the cache.
         remap: :class:`~fuxictr_mmctr.data.id_remap.ItemIdRemap` for catalogues whose item ids
             are not item-table rows; applied to ``item_id`` and ``item_seq``.
-        validate: run the dataset validator on a first (uncached) load.
+        validate: ``False`` skips the dataset validator (as ``validation="off"``).
+        validation: what the dataset validator's findings do on a first (uncached) load:
+            ``"strict"`` stops at the first, ``"warn"`` logs them, ``"off"`` skips the validator.
+        item_rows: rows of the item table; an ``item_id``/``item_seq`` value at or beyond it
+            stops the load whatever ``validation`` says (also on cached loads).
 
-    Bad data raises :class:`UserError` with the first problem (file, column, row).
+    Bad data raises :class:`UserError` with the first problem (file, column, row). Whatever
+    ``validation`` says, the checks made while reading always stop the load: nulls, ragged
+    lists, ids out of the vocabulary or beyond the item table, NaN/inf.
     """
+    mode = check_validation(validation) if validate else OFF
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UserError(f"{path}: file not found")
@@ -95,12 +115,57 @@ def load_split(path, schema: contract.Schema | None = None, cache_dir=None, rema
     columns = schema.split_columns(table)
 
     def run_validator():
-        if remap is None and validate:
-            _validate(path, table, schema)
+        # String ids of a remapped catalogue are not the contract's integers: the validator
+        # would reject every id, so only the read-time checks run for them.
+        if remap is None and mode != OFF:
+            _validate(path, table, schema, mode, item_rows)
 
-    arrays, from_cache = read_columns(path, columns, remap=remap, cache_dir=cache_dir,
-                                      validate=run_validator)
-    return SplitArrays(path=path, columns=arrays, from_cache=from_cache)
+    # A cache written without strict validation must not pass for validated data later.
+    loaded, from_cache = read_columns(path, columns, remap=remap, cache_dir=cache_dir,
+                                      validate=run_validator,
+                                      cache_tag=None if mode == STRICT else mode)
+    if item_rows is not None:
+        check_item_rows(loaded, item_rows, path)
+    return SplitArrays(path=path, columns=loaded, from_cache=from_cache)
+
+
+def validation_mode(params: dict) -> str:
+    """The dataset config's ``validation`` setting (default ``"strict"``), checked.
+
+    YAML reads an unquoted ``off`` as ``False`` (and ``on`` as ``True``); both are accepted.
+    """
+    return check_validation(params.get("validation", STRICT))
+
+
+def check_validation(mode) -> str:
+    """``mode`` if it is one of :data:`VALIDATION_MODES`, else a one-line :class:`UserError`."""
+    if mode is False:
+        return OFF
+    if mode is True:
+        return STRICT
+    if isinstance(mode, str) and mode.lower() in VALIDATION_MODES:
+        return mode.lower()
+    raise UserError(f"dataset config: validation {mode!r} is not one of "
+                    f"{', '.join(VALIDATION_MODES)}")
+
+
+def check_item_rows(columns: dict, item_rows: int, path) -> None:
+    """Stop when an ``item_id (N,)`` or ``item_seq (N, L)`` value is ``>= item_rows``.
+
+    The item table gathers by id, so such an id would read another item's row or fail on the
+    device. One max per column keeps the clean case cheap; rows are searched only on failure.
+    Runs on cached arrays too: the cache does not know which item_info it will meet.
+    """
+    for name in ITEM_ID_COLUMNS:
+        values = columns.get(name)
+        if values is None or values.size == 0 or int(values.max()) < item_rows:
+            continue
+        flat = np.asarray(values).reshape(-1)
+        first = int(np.argmax(flat >= item_rows))
+        row = first // (flat.size // len(values))  # values per row: 1, or L for item_seq
+        value = int(flat[first])
+        raise UserError(f"{location(path, name, row)}: item id {value} is beyond item_info "
+                        f"({item_rows} rows)")
 
 
 def _table_name(path, labelled: bool) -> str:
@@ -111,16 +176,23 @@ def _table_name(path, labelled: bool) -> str:
     return contract.LABELED_SPLITS[0] if labelled else "test"
 
 
-def _validate(path, table, schema) -> None:
-    """First problem found by the dataset validator, as a UserError (when it is installed)."""
+def _validate(path, table, schema, mode: str, item_rows: int | None) -> None:
+    """Run the dataset validator: ``strict`` raises its first problem, ``warn`` logs them all."""
     try:
         from fuxictr_mmctr.data.validate import validate_table
     except ImportError:
         return  # convert_column's own checks still run while reading
-    problems = validate_table(path, table, schema)
-    if problems:
+    problems = validate_table(path, table, schema, item_rows=item_rows)
+    if not problems:
+        return
+    if mode == STRICT:
         more = f" (+{len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise UserError(f"{problems[0]}{more}")
+    for problem in problems[:MAX_LOGGED_PROBLEMS]:
+        logger.warning("data validation: %s", problem)
+    if len(problems) > MAX_LOGGED_PROBLEMS:
+        logger.warning("data validation: and %d more problems in %s",
+                       len(problems) - MAX_LOGGED_PROBLEMS, path)
 
 
 def concat_predictions(shard_predictions, shard_indices, num_rows: int) -> np.ndarray:
