@@ -33,9 +33,10 @@ class BatchLoader:
             ``world_size``-th row of the permutation; not shuffled (evaluation): a contiguous
             block of rows in file order. Either way every row is in exactly one shard; shard
             sizes differ by at most one row (use DDP's ``join()`` for uneven last steps).
-        even_shards: shuffled only: every rank gets ``num_rows // world_size`` rows (the last
-            ``num_rows % world_size`` rows of each epoch's permutation are left out, different
-            ones each epoch), so all ranks run the same number of steps, as DDP training needs.
+        even_shards: every rank gets ``num_rows // world_size`` rows (the last
+            ``num_rows % world_size`` rows of each epoch's order are left out: different ones
+            each epoch when shuffled), so all ranks run the same number of steps, as DDP
+            training needs.
         on_device: hold the whole split on ``device`` and gather there.
         pin_memory: gather into pinned host memory (default: when ``device`` is CUDA).
 
@@ -59,7 +60,7 @@ class BatchLoader:
         self.device = torch.device(device)
         self.drop_last = drop_last
         self.rank, self.world_size = rank, world_size
-        self.even_shards = even_shards and shuffle
+        self.even_shards = even_shards
         self.on_device = on_device
         self.pin_memory = (self.device.type == "cuda" if pin_memory is None else pin_memory) \
             and torch.cuda.is_available() and not on_device
@@ -85,7 +86,8 @@ class BatchLoader:
             if self.even_shards:
                 order = order[:self.num_rows - self.num_rows % self.world_size]
             return order[self.rank::self.world_size]
-        bounds = np.linspace(0, self.num_rows, self.world_size + 1).astype(np.int64)
+        kept = self.num_rows - self.num_rows % self.world_size if self.even_shards else self.num_rows
+        bounds = np.linspace(0, kept, self.world_size + 1).astype(np.int64)
         return np.arange(bounds[self.rank], bounds[self.rank + 1], dtype=np.int64)
 
     @property

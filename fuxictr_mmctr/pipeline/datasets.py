@@ -95,3 +95,15 @@ def has_labels(path: str) -> bool:
     import pyarrow.parquet as pq
 
     return schema.LABEL in pq.read_schema(path).names
+
+
+def synthetic_test_labels(params: dict):
+    """Test labels ``(N,)`` of a synthetic dataset from its ``truth.parquet``; ``None`` for data
+    without a truth file (the real challenge data). Read by the pipeline only, to report a test
+    AUC: no model ever sees it."""
+    from fuxictr_mmctr.data.scoring import TRUTH_FILE, load_test_labels
+
+    folder = dataset_folder(params)
+    if not os.path.exists(os.path.join(folder, TRUTH_FILE)):
+        return None
+    return load_test_labels(folder)

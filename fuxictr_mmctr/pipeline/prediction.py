@@ -14,26 +14,34 @@ SUBMISSION_CSV = "prediction.csv"
 
 
 def _format_rows(ids: np.ndarray, scores: np.ndarray, score_column: str) -> str:
-    """CSV text ``ID,<score_column>`` with one line per row."""
+    """CSV text ``ID,<score_column>`` with one line per row.
+
+    Scores are written with ``repr`` (the shortest text that reads back as the same float64),
+    so two different scores never print the same: a fixed ``.8f`` would turn every confident
+    score into 1.00000000 or 0.00000000 and tie them in the AUC.
+    """
     lines = [f"ID,{score_column}"]
-    lines.extend(f"{i},{s:.8f}" for i, s in zip(ids.tolist(), scores.tolist()))
+    lines.extend(f"{i},{s!r}" for i, s in zip(ids.tolist(), scores.tolist()))
     return "\n".join(lines) + "\n"
 
 
 def predict_scores(config_dir: str, expid: str, gpu: int, data_path: str) -> np.ndarray:
     """Scores of the best checkpoint of ``expid`` for every row of ``data_path``, in row order."""
     from fuxictr_mmctr.pipeline.experiment import build_model, load_params, make_loader, prepare
+    from fuxictr_mmctr.training.devices import resolve_device
 
+    resolve_device(gpu)
+    if not os.path.exists(data_path):
+        raise UserError(f"{data_path} not found")
     params = load_params(config_dir, expid, gpu)
-    feature_map = prepare(params)
-    model = build_model(params, feature_map)
+    feature_map, catalogue = prepare(params)
+    model = build_model(params, feature_map, catalogue)
     if not os.path.exists(model.checkpoint):
         raise UserError(f"no trained model for expid {expid} at {model.checkpoint}; "
                         f"train it first: python run_expid.py --expid {expid}")
     model.load_weights(model.checkpoint)
-    if not os.path.exists(data_path):
-        raise UserError(f"{data_path} not found")
-    loader = make_loader(params, data_path, shuffle=False, device=model.device)
+    # Read with the trained dataset's schema and item-id mapping, wherever the file lives.
+    loader = make_loader(params, catalogue, data_path, train=False, device=model.device)
     scores = np.asarray(model.predict(loader), dtype=np.float64).reshape(-1)
     expected = loader.num_rows
     if len(scores) != expected:

@@ -115,11 +115,30 @@ def expand_tuner_config(config_file: str) -> str:
     return target_dir
 
 
+def prepare_grid_data(config_dir: str) -> list[str]:
+    """Make every synthetic dataset the grid uses, once, before any run starts.
+
+    The autotuner starts one ``run_expid.py`` per device at once: on a fresh clone each would
+    generate the same synthetic dataset into the same folder at the same time. Returns the
+    dataset folders.
+    """
+    from fuxictr_mmctr.pipeline.datasets import ensure_dataset
+
+    with open(os.path.join(config_dir, "dataset_config.yaml"), encoding="utf-8") as handle:
+        dataset_configs = yaml.safe_load(handle) or {}
+    folders = []
+    for dataset_id, params in dataset_configs.items():
+        folders.append(ensure_dataset({"dataset_id": dataset_id, **params}))
+    return folders
+
+
 def run_grid(config_file: str, gpus: list[int], tag: str | None = None,
              script: str = "run_expid.py") -> str:
-    """Expand the grid and run every expid, one process per listed device at a time."""
+    """Expand the grid, make its data, and run every expid, one process per listed device at
+    a time."""
     from fuxictr import autotuner
 
     config_dir = expand_tuner_config(config_file)
+    prepare_grid_data(config_dir)
     autotuner.grid_search(config_dir, gpus, tag, script=script)
     return config_dir

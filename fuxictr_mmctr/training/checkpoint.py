@@ -81,3 +81,19 @@ def _as_tuple(value):
     if isinstance(value, (list, tuple)):
         return tuple(_as_tuple(item) for item in value)
     return value
+
+
+def plain(value):
+    """``value`` reduced to what a resume state stores and compares: dicts, lists, strings,
+    numbers, booleans and ``None`` (anything else, e.g. an in-memory item table, is left out)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items() if _is_plain(v)}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value if _is_plain(v)]
+    return value
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, (dict, list, tuple)):
+        return True
+    return value is None or isinstance(value, (str, int, float, bool))

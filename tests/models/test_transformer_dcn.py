@@ -98,8 +98,7 @@ def test_forward_shape_and_every_parameter_learns(tmp_path):
     assert model.dcn_input_dim == 2 * 8 + 32 + (4 + 1) * 64
     y_pred = model(make_batch())["y_pred"]
     assert y_pred.shape == (B, 1) and ((y_pred > 0) & (y_pred < 1)).all()
-    loss = model.loss_fn(y_pred, make_batch()[contract.LABEL].view(-1, 1))
-    loss.backward()
+    model.trainer.compute_loss(make_batch()).backward()
     no_grad = [name for name, p in model.named_parameters()
                if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     assert no_grad == []
@@ -130,7 +129,7 @@ def test_fully_padded_histories_give_finite_outputs_and_gradients(tmp_path, lega
     model = make_model(tmp_path, legacy_mask=legacy_mask).train()
     batch = make_batch(lengths=[0] * 4 + [L] * 4)
     y_pred = model(batch)["y_pred"]
-    model.loss_fn(y_pred, batch[contract.LABEL].view(-1, 1)).backward()
+    model.trainer.compute_loss(batch).backward()
     assert torch.isfinite(y_pred).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
@@ -139,11 +138,10 @@ def test_overfits_one_small_batch(tmp_path):
     model = make_model(tmp_path, learning_rate=3e-3, net_dropout=0.0, transformer_dropout=0.0)
     model.train()
     batch = make_batch(seed=3, lengths=[3, 5, 0, L, 8, 1, 6, 2] * 4)
-    labels = batch[contract.LABEL].view(-1, 1)
     losses = []
     for _ in range(40):
         model.optimizer.zero_grad()
-        loss = model.loss_fn(model(batch)["y_pred"], labels)
+        loss = model.trainer.compute_loss(batch)
         loss.backward()
         model.optimizer.step()
         losses.append(loss.item())

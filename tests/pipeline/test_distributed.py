@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.pipeline import distributed
+from fuxictr_mmctr.training import distributed
 
 
 def test_without_torchrun_one_plain_process(monkeypatch):

@@ -1,0 +1,184 @@
+"""Everything distributed in one place: the process group and the collectives training uses.
+
+``torchrun --nproc_per_node N run_expid.py --expid ID [--gpu 0]`` starts N processes with
+``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set. :func:`start` joins them: with ``--gpu -1`` the
+processes use the CPU and gloo, with ``--gpu >= 0`` process ``LOCAL_RANK`` uses GPU
+``LOCAL_RANK`` and nccl. Without torchrun's variables (or with ``WORLD_SIZE=1``) nothing is
+initialised and every helper below is a no-op, so the trainer calls them unconditionally.
+
+Rules the trainer follows with these helpers:
+
+* every rank trains on its own shard; predictions are gathered to every rank in row order
+  (:func:`gather_in_row_order`) and metrics are computed on rank 0 only
+  (:func:`run_on_main`), then broadcast, so all ranks take the same early-stop decision;
+* an error on rank 0 while computing metrics reaches every rank (no rank waits forever);
+* only rank 0 writes checkpoints, logs and results (:func:`is_main`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from fuxictr_mmctr.errors import UserError
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place among the experiment's processes."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that logs, writes files and prints the result."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def start(gpu: int) -> tuple[ProcessGroup, int]:
+    """Join the process group torchrun describes; return it and the GPU index to use (-1: CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return ProcessGroup(), gpu
+    group = ProcessGroup(rank=int(os.environ["RANK"]), world_size=world_size,
+                         local_rank=int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+    if gpu >= 0:
+        if torch.cuda.device_count() <= group.local_rank:
+            raise UserError(f"process {group.local_rank} of torchrun needs GPU {group.local_rank} "
+                            f"but this machine has {torch.cuda.device_count()}; use fewer "
+                            f"processes per node or --gpu -1")
+        torch.cuda.set_device(group.local_rank)
+        gpu = group.local_rank
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if gpu >= 0 else "gloo")
+    return group, gpu
+
+
+def stop(group: ProcessGroup) -> None:
+    """Leave the process group (a no-op for one plain process)."""
+    if group.is_distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_first(group: ProcessGroup):
+    """Run the block on rank 0 first, then on the other ranks.
+
+    For steps that create shared files (synthetic data, ``feature_map.json``, the array cache):
+    rank 0 makes them, the others find them made.
+    """
+    if group.is_distributed and not group.is_main:
+        dist.barrier()
+    yield
+    if group.is_distributed and group.is_main:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------- collectives
+def is_distributed() -> bool:
+    """Whether this process is one of several in an initialised process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank."""
+    if not is_distributed():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def all_gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks, in place; returns it."""
+    if is_distributed():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def run_on_main(function):
+    """``function()`` computed on rank 0 and broadcast; a :class:`UserError` there is raised on
+    every rank (the other ranks would otherwise wait for a broadcast that never comes)."""
+    outcome = None
+    if is_main():
+        try:
+            outcome = ("ok", function())
+        except UserError as error:
+            outcome = ("error", str(error))
+    status, value = broadcast_object(outcome)
+    if status == "error":
+        raise UserError(value)
+    return value
+
+
+def per_rank_seed(seed: int) -> int:
+    """A seed of this rank's own: ranks must not draw the same dropout masks."""
+    return int(seed) + rank()
+
+
+def gather_in_row_order(values: torch.Tensor, data_generator) -> torch.Tensor:
+    """All ranks' ``values (n_r,)`` concatenated and put in row order: ``(N,)``.
+
+    Each rank's loader says which rows it yielded (``row_indices()``); shards have different
+    lengths (possibly 0), so values are padded to the longest before ``all_gather``. Every rank
+    must pass the same dtype, also for an empty shard.
+    """
+    if not is_distributed():
+        return values
+    if not hasattr(data_generator, "row_indices"):
+        raise UserError("distributed evaluation needs a loader with row_indices()")
+    rows = torch.as_tensor(np.asarray(data_generator.row_indices()), dtype=torch.int64,
+                           device=values.device)
+    world = dist.get_world_size()
+    count = torch.tensor([len(values)], device=values.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded_values = torch.zeros(longest, dtype=values.dtype, device=values.device)
+    padded_values[:len(values)] = values
+    padded_rows = torch.zeros(longest, dtype=torch.int64, device=values.device)
+    padded_rows[:len(rows)] = rows
+    all_values = [torch.empty_like(padded_values) for _ in range(world)]
+    all_rows = [torch.empty_like(padded_rows) for _ in range(world)]
+    dist.all_gather(all_values, padded_values)
+    dist.all_gather(all_rows, padded_rows)
+    keep = [slice(0, int(c.item())) for c in counts]
+    merged_values = torch.cat([v[k] for v, k in zip(all_values, keep)])
+    merged_rows = torch.cat([r[k] for r, k in zip(all_rows, keep)])
+    return merged_values[torch.argsort(merged_rows)]
