@@ -7,12 +7,18 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
+from fuxictr_mmctr.data.scoring import score_submission
+from fuxictr_mmctr.errors import UserError
+
 from fuxictr_mmctr.pipeline.experiment import run_experiment
-from fuxictr_mmctr.pipeline.prediction import run_prediction
+from fuxictr_mmctr.pipeline.prediction import _format_rows, run_prediction
 from fuxictr_mmctr.pipeline.tuner import expand_tuner_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,6 +51,9 @@ def trained(workdir):
 
 def test_tiny_run_learns_and_reports(trained, workdir):
     assert trained["valid"]["AUC"] > TINY_MIN_AUC
+    # Synthetic data: the test AUC against truth.parquet is reported next to the valid AUC.
+    assert trained["test"] is None  # the test split has no label column, as in the challenge
+    assert trained["test_auc_truth"] > TINY_MIN_AUC - 0.05
     assert trained["valid"]["AUC"] < trained["oracle_auc"] + 0.02
     assert os.path.exists(workdir / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.model")
     rows = (workdir / "config.csv").read_text().strip().splitlines()
@@ -66,6 +75,31 @@ def test_submission_has_one_row_per_test_row_in_order(trained, workdir):
     assert [int(row["ID"]) for row in rows] == list(range(num_test))
     scores = [float(row["Task2"]) for row in rows]
     assert all(0.0 <= s <= 1.0 for s in scores) and len(set(scores)) > 10
+    # The submission scores exactly as the run's own test AUC against the synthetic truth.
+    truth = workdir / "data" / "MicroLens_synth_tiny"
+    assert score_submission(str(workdir / out), str(truth)) == pytest.approx(
+        trained["test_auc_truth"], abs=1e-12)
+
+
+def test_scores_keep_every_digit_that_tells_them_apart():
+    scores = np.array([1 - 1e-12, 1 - 2e-12, 0.5, 3e-15, 1e-15])
+    text = _format_rows(np.arange(len(scores)), scores, "Task2")
+    read_back = [float(line.split(",")[1]) for line in text.splitlines()[1:]]
+    assert read_back == scores.tolist()
+    assert len(set(read_back)) == len(scores)
+
+
+def test_prediction_on_a_parquet_anywhere_uses_the_trained_schema(trained, workdir, tmp_path):
+    elsewhere = tmp_path / "elsewhere"  # no schema.json here: the data is not MicroLens-sized
+    elsewhere.mkdir()
+    shutil.copy(workdir / "data" / "MicroLens_synth_tiny" / "valid.parquet", elsewhere / "x.parquet")
+    out = tmp_path / "scores.csv"
+    result = subprocess.run(
+        [sys.executable, "prediction.py", "--expid", TINY, "--data", str(elsewhere / "x.parquet"),
+         "--out", str(out)], cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    num_rows = pq.read_metadata(elsewhere / "x.parquet").num_rows
+    assert len(out.read_text().splitlines()) == num_rows + 1
 
 
 def test_prediction_on_any_parquet_writes_id_score(trained, workdir):
@@ -91,6 +125,58 @@ def test_missing_real_data_says_where_to_get_it(workdir):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("script", ["run_expid.py", "prediction.py"])
+def test_gpu_without_cuda_is_one_line_not_a_cpu_run(workdir, script):
+    result = subprocess.run([sys.executable, script, "--expid", TINY, "--gpu", "0"],
+                            cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: --gpu 0 asked for a GPU but this machine has no CUDA device "
+        f"(torch {torch.__version__}); use --gpu -1 for the CPU"]
+    assert "result expid=" not in result.stdout
+
+
+def test_constant_test_labels_skip_test_metrics_with_one_log_line(tmp_path, tiny_dataset):
+    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
+                    ignore=shutil.ignore_patterns("tuner"))
+    data = tmp_path / "data" / "MicroLens_synth_tiny"
+    shutil.copytree(tiny_dataset, data)
+    test = pq.read_table(data / "test.parquet")
+    pq.write_table(test.append_column("label", pa.array(np.zeros(test.num_rows, np.float32))),
+                   data / "test.parquet")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = run_experiment("./config/", TINY, gpu=-1)
+    finally:
+        os.chdir(cwd)
+    assert result["test"] is None and result["valid"]["AUC"] > TINY_MIN_AUC
+    assert result["test_auc_truth"] is not None
+    log = (tmp_path / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
+    assert "every label is [0.0] (a placeholder column); test metrics skipped" in log
+
+
+def test_shuffle_is_honoured_or_refused(trained, workdir):
+    from fuxictr_mmctr.pipeline.experiment import load_params, make_loader, prepare
+
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        params = load_params("./config/", TINY)
+        _, catalogue = prepare(params)
+        assert make_loader(params, catalogue, params["train_data"], True, "cpu").shuffle
+        params["shuffle"] = False
+        loader = make_loader(params, catalogue, params["train_data"], True, "cpu")
+        assert not loader.shuffle
+        np.testing.assert_array_equal(loader.row_indices(), np.arange(loader.num_rows))
+        params["shuffle"] = "yes"
+        with pytest.raises(UserError, match="shuffle must be True or False, got 'yes'"):
+            make_loader(params, catalogue, params["train_data"], True, "cpu")
+    finally:
+        os.chdir(cwd)
+
+
 def test_unknown_expid_is_one_line(workdir):
     result = subprocess.run([sys.executable, "run_expid.py", "--expid", "NoSuchExpid"],
                             cwd=workdir, capture_output=True, text=True)
@@ -113,6 +199,27 @@ def test_tuner_grid_runs_every_point(workdir):
     rows = (workdir / "tiny_grid.csv").read_text().strip().splitlines()
     assert len(rows) == 2
     assert all("AUC: " in row for row in rows)
+
+
+def test_tuner_makes_the_data_once_before_the_grid_starts(tmp_path, monkeypatch):
+    from fuxictr import autotuner
+
+    from fuxictr_mmctr.pipeline import tuner
+
+    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
+                    ignore=shutil.ignore_patterns("*_tuner*"))
+    config = _write_tuner(tmp_path, "fresh_grid", {"learning_rate": [1.0e-3, 2.0e-3]})
+    data = tmp_path / "data" / "MicroLens_synth_tiny"
+    seen = {}
+
+    def grid_search(config_dir, gpus, tag, script):  # what each parallel run would find
+        seen["data_made"] = (data / "train.parquet").exists() and (data / "oracle.json").exists()
+
+    monkeypatch.setattr(autotuner, "grid_search", grid_search)
+    monkeypatch.chdir(tmp_path)
+    assert not data.exists()
+    tuner.run_grid(str(config), [-1, -1])
+    assert seen == {"data_made": True}
 
 
 def test_tuner_keeps_every_value_of_a_dataset_level_key(workdir):
