@@ -1,4 +1,4 @@
-"""Loader throughput: the challenge's pandas collator vs our typed-array loader (DESIGN.md §6).
+"""Loader throughput: the challenge's pandas collator vs our typed-array loader (docs/data_path.md).
 
 Measures, at batch 8192 and max_len 100 on MicroLens-shaped data (91,717 items):
 
@@ -152,7 +152,7 @@ def measure_startup(train_path) -> dict:
 
 
 class PandasCollator:
-    """The challenge pipeline's per-batch work, from DESIGN.md §6 (the baseline)."""
+    """The challenge pipeline's per-batch work, as the challenge code does it (the baseline)."""
 
     def __init__(self, split_df, item_info_df):
         self.split_df = split_df
@@ -336,7 +336,7 @@ def markdown(report) -> str:
         f"{ours['ids_only']['batches']} id batches; {ours['ids_and_gather']['batches']} batches "
         f"with the gather; {ours['torch_threads']} torch threads. The speed-up line below uses "
         f"later epochs; item features are gathered on the model's device (on a GPU that gather "
-        f"is a few ms, DESIGN.md §6; here the device is this CPU).",
+        f"is a few ms; here the device is this CPU).",
         "",
         "| start-up (train split, fresh process) | seconds | peak memory (ru_maxrss) |",
         "|---|---:|---:|",

@@ -1,6 +1,6 @@
 """FuxiCTR FeatureMap for MicroLens-shaped data, with the ``frozen_embedding`` feature type.
 
-FuxiCTR has no registry for feature types (DESIGN.md §7), so the new type is taught to FuxiCTR
+FuxiCTR has no registry for feature types (docs/design.md), so the new type is taught to FuxiCTR
 through two subclasses used together by :func:`build_feature_map`:
 
 * :class:`MMCTRFeatureProcessor` (a ``fuxictr.preprocess.FeatureProcessor``) turns the dataset

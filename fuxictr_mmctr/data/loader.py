@@ -1,6 +1,6 @@
 """The data loader every model uses: splits as typed arrays, batches of ids on the device.
 
-Two steps (DESIGN.md §6):
+Two steps (docs/data_path.md):
 
 1. :func:`load_split` reads a parquet split once into contiguous typed arrays
    (:class:`SplitArrays`, see :mod:`fuxictr_mmctr.data.arrays` for dtypes and the cache).

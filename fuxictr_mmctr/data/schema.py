@@ -1,7 +1,7 @@
 """The MicroLens_1M_x1 data contract, stated once.
 
 Every module that reads or writes a dataset imports its column names, dtypes, lengths and
-vocabulary sizes from here (DESIGN.md §3). A dataset folder holds four parquet files:
+vocabulary sizes from here. A dataset folder holds four parquet files:
 
 =================  ==========================================================================
 file               columns

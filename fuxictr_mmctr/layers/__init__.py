@@ -1,4 +1,4 @@
-"""Reusable torch modules shared by every model (DESIGN.md §2, STYLE.md "archs").
+"""Reusable torch modules shared by every model (docs/design.md, "Module map").
 
 A model reads as ItemEncoder -> a sequence arch -> CrossDeepArch -> PredictionHead; the
 history masks and masked pooling every sequence arch uses live in :mod:`.sequence`.

@@ -2,7 +2,7 @@
 
 Id embeddings live inside a real ``fuxictr`` ``FeatureEmbeddingDict`` instance (composition,
 never a subclass): ``BaseModel.regularization_loss`` finds embedding parameters with an exact
-``type(module) == FeatureEmbeddingDict`` check (DESIGN.md §7), so this is what makes
+``type(module) == FeatureEmbeddingDict`` check (docs/design.md), so this is what makes
 ``embedding_regularizer`` apply to them while projections fall under ``net_regularizer``.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """History masks and masked pooling over a left-padded item history.
 
-Conventions (DESIGN.md §3): ``item_seq`` is ``(B, L)`` int, left-padded with id 0, most recent
+Conventions (the data contract, ``fuxictr_mmctr/data/schema.py``): ``item_seq`` is ``(B, L)`` int, left-padded with id 0, most recent
 item last. A *history mask* is ``True`` at real items. PyTorch's ``src_key_padding_mask`` has the
 opposite polarity (``True`` = ignore); the two are never mixed up outside
 :mod:`fuxictr_mmctr.layers.target_aware_transformer`.

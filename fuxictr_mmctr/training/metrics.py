@@ -1,7 +1,7 @@
 """Vectorised ranking metrics: AUC, gAUC and logloss on numpy arrays.
 
 FuxiCTR's ``evaluate_metrics`` builds gAUC with one process-pool task per group (~18 s for
-100k rows, DESIGN.md §7). Here every metric is a few whole-array numpy passes:
+100k rows). Here every metric is a few whole-array numpy passes:
 
 * AUC is the Mann-Whitney statistic on tie-averaged ranks, which is exactly the area under
   the ROC curve with ties counted as one half (what ``sklearn.metrics.roc_auc_score`` computes).

@@ -59,7 +59,7 @@ def test_regularizer_treats_id_embeddings_as_embeddings(tmp_path):
     feature_map.features.update(side_feature_map().features)
     model = _TinyModel(feature_map, tmp_path)
     dicts = [m for m in model.modules() if type(m) is FeatureEmbeddingDict]
-    assert len(dicts) == 2  # the exact type the regulariser looks for (DESIGN.md §7)
+    assert len(dicts) == 2  # the exact type the regulariser looks for (docs/design.md)
     expected = sum(0.5 / 2 * p.norm(2) ** 2 for d in dicts for p in d.parameters())
     torch.testing.assert_close(model.regularization_loss(), expected)
     embedding_names = {n for n, _ in model.named_parameters() if "embedding_layers" in n}
