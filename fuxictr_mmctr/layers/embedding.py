@@ -49,21 +49,23 @@ def masked_mean(embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
-def vector_projection(projection: str, pretrain_dim: int, out_dim: int) -> nn.Module:
+def vector_projection(projection: str, pretrain_dim: int, out_dim: int,
+                      bias: bool = True) -> nn.Module:
     """Maps a ``(..., pretrain_dim)`` vector to ``(..., out_dim)``.
 
     ``none`` is the identity (``out_dim == pretrain_dim``), ``linear`` one Linear layer, ``mlp``
-    Linear -> ReLU -> Linear with ``out_dim`` hidden units.
+    Linear -> ReLU -> Linear with ``out_dim`` hidden units. ``bias=False`` drops the Linear
+    biases (the challenge's DIN projects the frozen vector with a bias-free Linear).
     """
     if projection == "none":
         if out_dim != pretrain_dim:
             raise ValueError(f"projection none needs out_dim == pretrain_dim ({pretrain_dim})")
         return nn.Identity()
     if projection == "linear":
-        return nn.Linear(pretrain_dim, out_dim)
+        return nn.Linear(pretrain_dim, out_dim, bias=bias)
     if projection == "mlp":
-        return nn.Sequential(nn.Linear(pretrain_dim, out_dim), nn.ReLU(),
-                             nn.Linear(out_dim, out_dim))
+        return nn.Sequential(nn.Linear(pretrain_dim, out_dim, bias=bias), nn.ReLU(),
+                             nn.Linear(out_dim, out_dim, bias=bias))
     raise ValueError(f"unknown projection {projection!r}")
 
 

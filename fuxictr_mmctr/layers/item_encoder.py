@@ -81,7 +81,9 @@ class ItemEncoder(nn.Module):
                                 f"the feature map says pretrain_dim={pretrain_dim}")
             out_dim = pretrain_dim if spec["projection"] == "none" else feature_dim(
                 feature_map, name, embedding_dim)
-            self.projections[name] = vector_projection(spec["projection"], pretrain_dim, out_dim)
+            self.projections[name] = vector_projection(
+                spec["projection"], pretrain_dim, out_dim,
+                bias=bool(spec.get("projection_bias", True)))
             if spec.get("finetune", False):
                 self.finetuned_vectors[name] = nn.Parameter(
                     item_table.column(name).detach().clone().float())

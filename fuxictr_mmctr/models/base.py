@@ -130,7 +130,7 @@ class MultimodalRankModel(BaseModel):
         raise NotImplementedError(f"{type(self).__name__} must define build()")
 
     def score(self, inputs: ModelInputs) -> torch.Tensor:
-        """``ModelInputs -> (B, 1)`` logit."""
+        """``ModelInputs -> (B, 1)`` logit (or ``{"logit": (B, 1), "aux_loss": scalar}``)."""
         raise NotImplementedError(f"{type(self).__name__} must define score()")
 
     @classmethod
@@ -141,9 +141,15 @@ class MultimodalRankModel(BaseModel):
                                                          parameter.KEYWORD_ONLY)]
 
     def forward(self, batch: dict) -> dict:
-        """``batch`` of ids -> ``{"logit": (B, 1), "y_pred": (B, 1) probability}``."""
-        logit = self.score(self.inputs(batch))
-        return {"logit": logit, "y_pred": torch.sigmoid(logit)}
+        """``batch`` of ids -> ``{"logit": (B, 1), "y_pred": (B, 1) probability}``.
+
+        A ``score`` may return ``{"logit": ..., "aux_loss": scalar}`` instead of the logit alone:
+        the trainer adds the auxiliary loss in training (e.g. DIEN's next-item loss).
+        """
+        scored = self.score(self.inputs(batch))
+        output = dict(scored) if isinstance(scored, dict) else {"logit": scored}
+        output["y_pred"] = torch.sigmoid(output["logit"])
+        return output
 
     @property
     def item_encoder(self):
@@ -179,7 +185,7 @@ class MultimodalRankModel(BaseModel):
     def load_weights(self, checkpoint) -> None:
         self.trainer.load_weights(checkpoint)
 
-    def lr_decay(self, factor=0.1, min_lr=1e-6) -> float:
+    def lr_decay(self, factor=None, min_lr=1e-6) -> float:
         return self.trainer.lr_decay(factor, min_lr)
 
     def wrap_distributed(self, **ddp_kwargs) -> None:

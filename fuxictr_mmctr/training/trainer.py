@@ -74,6 +74,7 @@ class TrainerConfig:
     eval_steps: int | None = None
     save_best_only: bool = True
     reduce_lr_on_plateau: bool = True
+    lr_decay_factor: float = 0.1
     max_gradient_norm: float | None = 10.0
     accumulation_steps: int = 1
     save_resume_state: bool = True
@@ -102,6 +103,8 @@ class TrainerConfig:
         if str(self.loss) not in BCE_LOSSES:
             raise UserError(f"loss {self.loss!r} is not supported: the click task trains with "
                             f"binary cross-entropy on logits ({', '.join(BCE_LOSSES[:1])})")
+        if not 0 < float(self.lr_decay_factor) <= 1:
+            raise UserError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
         if self.monitor_mode not in ("max", "min"):
             raise UserError(f"monitor_mode must be 'max' or 'min', got {self.monitor_mode!r}")
 
@@ -234,10 +237,14 @@ class Trainer:
         batches.close()
 
     def compute_loss(self, batch: dict) -> torch.Tensor:
-        """BCE-with-logits of one batch in float32, plus the model's regulariser: a scalar."""
+        """BCE-with-logits of one batch in float32, plus the model's regulariser and, in training,
+        the auxiliary loss a model may return (``{"aux_loss": scalar}``): a scalar."""
         module = self.ddp_module if self.ddp_module is not None else self.model
-        logit = module(batch)["logit"].float().reshape(-1)
-        loss = F.binary_cross_entropy_with_logits(logit, labels_of(batch))
+        output = module(batch)
+        loss = F.binary_cross_entropy_with_logits(output["logit"].float().reshape(-1),
+                                                  labels_of(batch))
+        if self.model.training and output.get("aux_loss") is not None:
+            loss = loss + output["aux_loss"].float()
         regularizer = getattr(self.model, "regularization_loss", None)
         return loss + regularizer() if regularizer is not None else loss
 
@@ -260,8 +267,10 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def lr_decay(self, factor: float = 0.1, min_lr: float = 1e-6) -> float:
-        """Multiply every learning rate by ``factor`` (not below ``min_lr``); the new rate."""
+    def lr_decay(self, factor: float | None = None, min_lr: float = 1e-6) -> float:
+        """Multiply every learning rate by ``factor`` (default: the config's
+        ``lr_decay_factor``), not below ``min_lr``; returns the new rate."""
+        factor = float(self.config.lr_decay_factor if factor is None else factor)
         for group in self.optimizer.param_groups:
             group["lr"] = max(group["lr"] * factor, min_lr)
         return self.optimizer.param_groups[0]["lr"]
@@ -360,8 +369,10 @@ class Trainer:
         """Restore a resume state; returns ``(epoch, batch)`` to continue from."""
         path = self.resume_checkpoint
         if not os.path.exists(path):
-            self._log(f"No resume state at {path}; training from the start")
-            return 0, 0
+            raise UserError(f"no resume state at {path}: this run has nothing to resume (its "
+                            f"last run finished before its first evaluation point, or was "
+                            f"started afresh since); run without --resume to train from the "
+                            f"start")
         state = ckpt.load_file(path, "resume state")
         if not isinstance(state, dict) or state.get("format") != ckpt.RESUME_FORMAT:
             raise UserError(f"{path}: not a resume state of format {ckpt.RESUME_FORMAT}")
@@ -393,6 +404,15 @@ class Trainer:
                 raise UserError(f"{path}: written with {key}={state[key]}, this run has {now}; "
                                 f"resume needs the same data and settings")
         before, now = state.get("config") or {}, ckpt.plain(self.run_signature)
+        if before.get("data_files") != now.get("data_files"):
+            changed = sorted(name for name in set(before.get("data_files") or {})
+                             | set(now.get("data_files") or {})
+                             if (before.get("data_files") or {}).get(name)
+                             != (now.get("data_files") or {}).get(name))
+            raise UserError(f"{path}: the data changed since the interrupted run "
+                            f"({', '.join(changed)}: other size or modification time); "
+                            f"--resume continues the same data (run without --resume to train "
+                            f"from the start)")
         for key in sorted(set(before) | set(now)):
             if key in RESUMABLE_CHANGES or before.get(key) == now.get(key):
                 continue

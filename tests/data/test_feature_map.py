@@ -23,7 +23,8 @@ def test_feature_map_json_records_frozen_embedding_and_vocabs(tmp_path):
         saved = {k: v for item in json.load(handle)["features"] for k, v in item.items()}
     assert saved[contract.ITEM_EMB] == {"source": "item", "type": "frozen_embedding",
                                         "pretrain_dim": 16, "projection": "linear",
-                                        "finetune": False, "embedding_dim": 8, "emb_output_dim": 8}
+                                        "projection_bias": True, "finetune": False,
+                                        "embedding_dim": 8, "emb_output_dim": 8}
     assert saved[contract.ITEM_ID]["vocab_size"] == TINY.item_vocab
     assert saved[contract.ITEM_TAGS]["vocab_size"] == TINY.tag_vocab
     assert saved[contract.ITEM_TAGS]["max_len"] == TINY.num_tags_per_item

@@ -11,7 +11,7 @@ import torch
 from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.data.batches import BatchLoader
 from fuxictr_mmctr.data.loader import load_split
-from tests.models.test_transformer_dcn import make_batch, make_model, predict
+from tests.models.builders import make_batch, predict, tiny_transformer_dcn
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -24,15 +24,15 @@ def on_device(batch, device):
 
 
 def test_model_and_item_table_live_on_the_gpu(tmp_path):
-    model = make_model(tmp_path, gpu=0)
+    model = tiny_transformer_dcn(tmp_path, gpu=0)
     assert model.device.type == "cuda"
     assert all(p.is_cuda for p in model.parameters())
     assert all(b.is_cuda for b in model.item_encoder.item_table.buffers())
 
 
 def test_gpu_forward_matches_cpu_forward(tmp_path):
-    cpu_model = make_model(tmp_path / "cpu")
-    gpu_model = make_model(tmp_path / "gpu", gpu=0)
+    cpu_model = tiny_transformer_dcn(tmp_path / "cpu")
+    gpu_model = tiny_transformer_dcn(tmp_path / "gpu", gpu=0)
     gpu_model.load_state_dict(cpu_model.state_dict())
     batch = make_batch()
     expected = predict(cpu_model, batch)

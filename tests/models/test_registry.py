@@ -16,10 +16,12 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "config")
 
 
 def model_config_expids():
-    """``(file, expid, model name)`` for every expid of every model_config.yaml under config/."""
+    """``(file, expid, model name)`` for every expid of every model config under config/
+    (``model_config.yaml`` files and ``model_config/*.yaml``)."""
     found = []
-    for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "**", "model_config.yaml"),
-                                 recursive=True)):
+    paths = (glob.glob(os.path.join(CONFIG_DIR, "**", "model_config.yaml"), recursive=True)
+             + glob.glob(os.path.join(CONFIG_DIR, "model_config", "*.yaml")))
+    for path in sorted(paths):
         with open(path, encoding="utf-8") as handle:
             config = yaml.safe_load(handle) or {}
         base_model = (config.get("Base") or {}).get("model")
@@ -61,3 +63,19 @@ def test_register_model_by_class_name_or_alias_and_refuse_a_taken_name(monkeypat
     register_model(ToyModel)   # registering the same class again is harmless
     with pytest.raises(ValueError, match="already registered"):
         register_model(type("Other", (), {}), name="ToyModel")
+
+
+def test_fuxictr_runners_find_every_registered_model_by_getattr():
+    import fuxictr_mmctr.models as models
+
+    for name in registered_models():
+        assert getattr(models, name) is get_model_class(name)
+    with pytest.raises(AttributeError):
+        getattr(models, "NoSuchModel")
+
+
+def test_every_registered_model_has_real_demo_and_tiny_expids():
+    expids = {expid for _, expid, _ in model_config_expids()}
+    for name in registered_models():
+        for suffix in ("", "_demo", "_tiny"):
+            assert f"{name}_MicroLens{suffix}" in expids, f"{name}_MicroLens{suffix} missing"

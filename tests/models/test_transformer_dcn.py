@@ -6,90 +6,22 @@ import pytest
 import torch
 
 from fuxictr_mmctr.data import schema as contract
-from fuxictr_mmctr.data.feature_map import MMCTRFeatureMap
-from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.models.transformer_dcn import Transformer_DCN
+from tests.models.builders import (
+    B,
+    L,
+    LENGTHS,
+    feature_map_of,
+    history_change,
+    make_batch,
+    predict,
+    real_size_model,
+    tiny_transformer_dcn,
+    trainable_parameters,
+)
 
-NUM_ITEMS, TAGS, TAG_VOCAB, PRETRAIN, L, B = 49, 3, 20, 16, 10, 8
-#: History lengths of the test batch: short, single, empty and full histories.
-LENGTHS = [4, 1, 0, L, 7, 2, 0, L]
-
-
-def feature_map_of(item_vocab=NUM_ITEMS + 1, tag_vocab=TAG_VOCAB, tags=TAGS,
-                   pretrain_dim=PRETRAIN, embedding_dim=None):
-    """The MicroLens feature layout, built in memory (no files)."""
-    feature_map = MMCTRFeatureMap("tiny_model", "/nonexistent")
-    feature_map.features = {
-        contract.USER_ID: {"type": "meta"},
-        contract.ITEM_SEQ: {"type": "meta", "share_embedding": contract.ITEM_ID,
-                            "padding_idx": 0, "max_len": L},
-        contract.LIKES_LEVEL: {"source": "", "type": "categorical", "vocab_size": 11},
-        contract.VIEWS_LEVEL: {"source": "", "type": "categorical", "vocab_size": 11},
-        contract.ITEM_ID: {"source": "item", "type": "categorical", "vocab_size": item_vocab,
-                           "padding_idx": 0},
-        contract.ITEM_TAGS: {"source": "item", "type": "sequence", "vocab_size": tag_vocab,
-                             "max_len": tags, "padding_idx": 0},
-        contract.ITEM_EMB: {"source": "item", "type": "frozen_embedding",
-                            "pretrain_dim": pretrain_dim, "projection": "none",
-                            "embedding_dim": embedding_dim or pretrain_dim, "finetune": False},
-    }
-    feature_map.labels = [contract.LABEL]
-    return feature_map
-
-
-def item_table_of(num_rows=NUM_ITEMS + 1, tags=TAGS, pretrain_dim=PRETRAIN, seed=0):
-    rng = np.random.default_rng(seed)
-    tag_ids = rng.integers(1, TAG_VOCAB, (num_rows, tags))
-    tag_ids[:, 0] = 0
-    vectors = rng.normal(size=(num_rows, pretrain_dim)).astype(np.float32)
-    tag_ids[0], vectors[0] = 0, 0
-    return ItemTable({contract.ITEM_TAGS: tag_ids, contract.ITEM_EMB: vectors})
-
-
-def make_model(tmp_path, **hyper):
-    """A tiny Transformer_DCN (embedding_dim 8 -> item width 8 + 8 + 16 = 32)."""
-    torch.manual_seed(0)
-    params = dict(embedding_dim=8, transformer_layers=2, num_heads=1, dim_feedforward=16,
-                  transformer_dropout=0.2, first_k_cols=4, dcn_cross_layers=2,
-                  dcn_hidden_units=[32, 16], mlp_hidden_units=[16, 8], net_dropout=0.2,
-                  embedding_initializer="partial(nn.init.normal_, std=0.1)")
-    params.update(hyper)
-    return Transformer_DCN(feature_map_of(), item_table=item_table_of(), verbose=0,
-                           model_root=str(tmp_path), metrics=["AUC", "logloss"],
-                           optimizer="adam", loss="binary_crossentropy", **params)
-
-
-def make_batch(seed=0, lengths=LENGTHS):
-    rng = np.random.default_rng(seed)
-    rows = len(lengths)
-    history = rng.integers(1, NUM_ITEMS + 1, (rows, L))
-    history[np.arange(L)[None, :] < (L - np.asarray(lengths))[:, None]] = 0
-    return {
-        contract.USER_ID: torch.arange(rows),
-        contract.ITEM_SEQ: torch.as_tensor(history),
-        contract.LIKES_LEVEL: torch.as_tensor(rng.integers(0, 11, rows)),
-        contract.VIEWS_LEVEL: torch.as_tensor(rng.integers(0, 11, rows)),
-        contract.ITEM_ID: torch.as_tensor(rng.integers(1, NUM_ITEMS + 1, rows)),
-        contract.LABEL: torch.as_tensor(rng.integers(0, 2, rows).astype(np.float32)),
-    }
-
-
-def with_history_items_replaced(batch, seed):
-    """Same lengths and padding, different real history items."""
-    other = dict(batch)
-    history = batch[contract.ITEM_SEQ]
-    fresh = make_batch(seed)[contract.ITEM_SEQ]
-    fresh = torch.where(history > 0, (history + fresh) % NUM_ITEMS + 1, history)
-    assert torch.equal(fresh > 0, history > 0) and not torch.equal(fresh, history)
-    other[contract.ITEM_SEQ] = fresh
-    return other
-
-
-def predict(model, batch):
-    model.eval()
-    with torch.no_grad():
-        return model(batch)["y_pred"]
+make_model = tiny_transformer_dcn
 
 
 def test_forward_shape_and_every_parameter_learns(tmp_path):
@@ -109,7 +41,7 @@ def test_forward_shape_and_every_parameter_learns(tmp_path):
 def test_changing_history_items_changes_the_prediction(tmp_path):
     model = make_model(tmp_path)
     batch = make_batch()
-    diff = (predict(model, batch) - predict(model, with_history_items_replaced(batch, 1))).abs()
+    diff = history_change(model, batch)
     has_history = torch.tensor(LENGTHS) > 0
     assert (diff[has_history] > 0).all()
     assert diff[~has_history].max() == 0.0
@@ -118,7 +50,7 @@ def test_changing_history_items_changes_the_prediction(tmp_path):
 def test_legacy_mask_ignores_history_items_of_sequences_shorter_than_max(tmp_path):
     model = make_model(tmp_path, legacy_mask=True)
     batch = make_batch()
-    diff = (predict(model, batch) - predict(model, with_history_items_replaced(batch, 1))).abs()
+    diff = history_change(model, batch)
     shorter = torch.tensor(LENGTHS) < L
     assert diff[shorter].max().item() == 0.0
     assert (diff[~shorter] > 0).all()   # a full history attends its last item only
@@ -227,19 +159,10 @@ PAPER_DCN_INPUT = 2 * 64 + 256 + 16 * 512 + 512
 
 
 def test_paper_configuration_has_9088_wide_dcn_input_and_268m_parameters(tmp_path, monkeypatch):
-    """Built on the meta device (no memory, no init cost) with the real vocabulary sizes."""
-    feature_map = feature_map_of(
-        item_vocab=contract.NUM_ITEMS + 1, tag_vocab=contract.TAG_VOCAB,
-        tags=contract.NUM_TAGS_PER_ITEM, pretrain_dim=contract.ITEM_EMB_DIM)
-    table = ItemTable({contract.ITEM_TAGS: np.zeros((2, contract.NUM_TAGS_PER_ITEM), np.int64),
-                       contract.ITEM_EMB: np.zeros((2, contract.ITEM_EMB_DIM), np.float32)})
-    # Meta tensors cannot be copied to the CPU; the size does not depend on the device.
-    monkeypatch.setattr(Transformer_DCN, "model_to_device", lambda self: None)
-    with torch.device("meta"):
-        model = Transformer_DCN(feature_map, item_table=table, verbose=0,
-                                model_root=str(tmp_path), metrics=["AUC"])
+    """Transformer_DCN_MicroLens on the meta device (no memory, no init cost), real sizes."""
+    model = real_size_model("Transformer_DCN_MicroLens", tmp_path, monkeypatch)
     assert model.dcn_input_dim == PAPER_DCN_INPUT == 9088
     cross = sum(p.numel() for p in model.cross_deep.cross_net.parameters())
     assert cross == 3 * (9088 * 9088 + 9088)
-    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = trainable_parameters(model)
     assert 267.5e6 < total < 268.5e6, total      # 267,882,497 with these sizes
