@@ -1,6 +1,12 @@
 """Run a hyperparameter grid with fuxictr.autotuner: one run_expid.py process per listed device.
 
     python run_param_tuner.py --config config/tuner/Transformer_DCN_demo_tuner.yaml --gpu -1 -1
+
+After the grid it prints which grid points failed, each with the last line its run wrote to
+stderr. Exit status: 0 when every point finished; 2 when the tuner config is bad (one
+``error:`` line, nothing run) or when every failed point failed on a usage or configuration
+error (its run exited 2, e.g. ``--gpu 7`` on a machine without that GPU); 1 when any point
+crashed, was killed or never started.
 """
 import argparse
 import os
@@ -23,7 +29,10 @@ def main():
     args = parser.parse_args()
     config_file = os.path.abspath(args.config)
     os.chdir(ROOT)  # the autotuner starts run_expid.py from the working folder
-    run_grid(config_file, args.gpu, args.tag)
+    report = run_grid(config_file, args.gpu, args.tag)
+    status = report.exit_status()
+    print(report.summary(), file=sys.stderr if status else sys.stdout, flush=True)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

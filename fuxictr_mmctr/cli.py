@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    fuxictr-mmctr synth --preset {tiny,demo,full} --seed N --out DIR
+    fuxictr-mmctr synth --preset {tiny,demo,full} --seed N --out DIR [--force]
     fuxictr-mmctr validate DIR
     fuxictr-mmctr score SUBMISSION.zip --truth DIR
 
@@ -12,23 +12,31 @@ Bad input exits with status 2 and one ``error: ...`` line, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from fuxictr_mmctr.errors import EXIT_USAGE, exit_on_user_error
+from fuxictr_mmctr.errors import EXIT_USAGE, UserError, exit_on_user_error
 
 
 def _cmd_synth(args) -> int:
-    from fuxictr_mmctr.data.synthetic import PRESETS, generate
+    """Generate a dataset; without ``--force`` only into an empty folder or its own one."""
+    from fuxictr_mmctr.data.synthetic import generate
 
-    if args.preset not in PRESETS:
-        raise SystemExit(f"error: unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
-    generate(args.preset, seed=args.seed, out_dir=args.out, verbose=True)
+    if not args.out.strip():
+        raise UserError("--out is an empty path; give the output folder")
+    # generate() names an unknown preset or a bad seed before anything is written.
+    generate(args.preset, seed=args.seed, out_dir=args.out, verbose=True, overwrite=args.force)
     return 0
 
 
 def _cmd_validate(args) -> int:
     from fuxictr_mmctr.data.validate import validate_dataset
 
+    # A path that is not a folder is a usage error, not a finding about a dataset.
+    if not os.path.exists(args.dir):
+        raise UserError(f"{args.dir}: dataset folder not found")
+    if not os.path.isdir(args.dir):
+        raise UserError(f"{args.dir}: is a file; validate takes the dataset folder")
     problems = validate_dataset(args.dir)
     for problem in problems:
         print(problem)
@@ -56,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth = commands.add_parser("synth", help="generate a synthetic MicroLens-shaped dataset")
     synth.add_argument("--preset", default="demo", help="tiny, demo or full (default: demo)")
     synth.add_argument("--seed", type=int, default=2025, help="random seed (default: 2025)")
-    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--out", required=True,
+                       help="output folder: empty, or holding this preset and seed already")
+    synth.add_argument("--force", action="store_true",
+                       help="replace the dataset files in a folder that holds other data")
     synth.set_defaults(run=_cmd_synth)
 
     validate = commands.add_parser("validate", help="check a dataset folder against the contract")

@@ -20,12 +20,19 @@ float lists (vectors)       ``(N, D)``                  float32
 
 Cache folder: ``<parquet folder>/.cache/<file stem>-<size>-<mtime>-<key>/`` where ``key``
 hashes the columns read and the id mapping, so a changed file or config never hits a stale
-cache.
+cache. When that cache root cannot be written (a read-only shared mount, a file named
+``.cache``), the cache goes to ``$XDG_CACHE_HOME/fuxictr_mmctr/arrays/<root name>-<hash of its
+path>/`` (``~/.cache`` when XDG_CACHE_HOME is unset), so two datasets never share one, and
+one log line says where. When no cache folder can be written (or the disk fills up while
+writing one), the split is read into memory without a cache, with one warning line. Temporary
+cache folders (``.tmp-*``) left by a killed run are removed by the next run that caches into
+the same root once they are stale (:func:`fuxictr_mmctr.fileio.remove_stale_temporaries`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.types as pat
 
+from fuxictr_mmctr import fileio
 from fuxictr_mmctr.data.schema import ITEM_ID, ITEM_SEQ, USER_ID, Column
 from fuxictr_mmctr.errors import UserError, location
 
@@ -77,19 +85,76 @@ def read_columns(path, columns, remap=None, cache_dir=None, validate=None,
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UserError(f"{path}: file not found")
-    cache_folder = (None if cache_dir is False
-                    else _cache_folder(path, columns, remap, cache_dir, cache_tag))
-    if cache_folder is not None:
-        cached = _load_cache(cache_folder, columns)
-        if cached is not None:
-            return cached, True
+    if not os.path.isfile(path):  # a folder, or a pipe that would block the read forever
+        raise UserError(f"{path}: is not a regular file, expected a parquet file")
+    candidates = []
+    if cache_dir is not False:
+        primary = _cache_folder(path, columns, remap, cache_dir, cache_tag)
+        candidates = [primary, _fallback_cache_folder(primary)]
+        for folder in candidates:
+            cached = _load_cache(folder, columns)
+            if cached is not None:
+                return cached, True
     if validate is not None:
         validate()
-    if cache_folder is None:
-        return _read_parquet(path, columns, remap, out_dir=None), False
-    os.makedirs(os.path.dirname(cache_folder), exist_ok=True)
-    tmp_folder = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(cache_folder))
-    os.chmod(tmp_folder, 0o755)  # mkdtemp makes it private; the cache is shared data
+    failures = []
+    for folder in candidates:
+        arrays, failure = _read_into_cache(path, columns, remap, folder)
+        if arrays is not None:
+            if failures:
+                _report_fallback(failures[0], folder)
+            return arrays, False
+        failures.append(failure)
+    if failures:
+        _report_fallback(failures[0], None, failures[-1])
+    return _read_parquet(path, columns, remap, out_dir=None), False
+
+
+#: Cache failures already reported, so each unusable cache root gets one log line per process.
+_REPORTED_FAILURES: set[str] = set()
+
+
+def _fallback_cache_folder(cache_folder: str) -> str:
+    """Where ``cache_folder`` goes when its root cannot be written: the user cache, under a
+    name unique to that root's absolute path (two datasets never share a cache)."""
+    root, name = os.path.split(cache_folder)
+    # Named after the data folder (``<data>/.cache`` would give every dataset the same name).
+    label = os.path.basename(os.path.dirname(root) if os.path.basename(root) == CACHE_FOLDER
+                             else root)
+    return os.path.join(fileio.user_cache_dir("arrays", fileio.folder_key(root, label)), name)
+
+
+def _report_fallback(failure: str, used: str | None, last_failure: str | None = None) -> None:
+    """One log line per cache root: where the cache went instead, or that there is none."""
+    if failure in _REPORTED_FAILURES:
+        return
+    _REPORTED_FAILURES.add(failure)
+    if used is not None:
+        logging.warning("Array cache: %s; caching in %s instead", failure, os.path.dirname(used))
+    else:
+        logging.warning("Array cache: %s, and %s; reading without a cache (set XDG_CACHE_HOME "
+                        "to a writable folder to cache)", failure, last_failure)
+
+
+def _read_into_cache(path, columns, remap, cache_folder):
+    """Read ``path`` into the ``.npy`` files of ``cache_folder`` and load them.
+
+    The files are written in a temporary folder renamed into place when complete. Returns
+    ``(arrays, None)``, or ``(None, reason)`` when the cache cannot be written there (a
+    read-only or full disk, a quota, permissions, a file in the way), with the temporary
+    folder removed.
+    """
+    root = os.path.dirname(cache_folder)
+    reason = fileio.unwritable_reason(root)
+    if reason is not None:
+        return None, f"cannot write {root} ({reason})"
+    try:
+        os.makedirs(root, exist_ok=True)
+        fileio.remove_stale_temporaries(root, folders=True)
+        tmp_folder = tempfile.mkdtemp(prefix=fileio.TEMPORARY_PREFIX, dir=root)
+        os.chmod(tmp_folder, 0o755)  # mkdtemp makes it private; the cache is shared data
+    except OSError as error:
+        return None, str(fileio.write_error(root, error))
     try:
         _read_parquet(path, columns, remap, out_dir=tmp_folder)
         meta = {"version": CACHE_VERSION, "source": path,
@@ -100,10 +165,16 @@ def read_columns(path, columns, remap=None, cache_dir=None, validate=None,
             os.rename(tmp_folder, cache_folder)
         except OSError:  # another process finished first: use its copy
             shutil.rmtree(tmp_folder, ignore_errors=True)
+    except OSError as error:
+        shutil.rmtree(tmp_folder, ignore_errors=True)
+        if error.errno not in fileio.WRITE_ERRORS:
+            raise
+        return None, str(fileio.write_error(root, error))
     except BaseException:
         shutil.rmtree(tmp_folder, ignore_errors=True)
         raise
-    return _load_cache(cache_folder, columns), False
+    arrays = _load_cache(cache_folder, columns)
+    return arrays, None if arrays is not None else f"{cache_folder} is unreadable"
 
 
 def _cache_folder(path, columns, remap, cache_dir, cache_tag=None) -> str:

@@ -29,6 +29,7 @@ import os
 from fuxictr.features import FeatureMap
 from fuxictr.preprocess import FeatureProcessor
 
+from fuxictr_mmctr import fileio
 from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.errors import UserError
 
@@ -192,6 +193,7 @@ class MMCTRFeatureProcessor(FeatureProcessor):
             raise UserError(f"{where}: projection {projection!r} is not one of {PROJECTIONS}")
         spec = {"source": "item", "type": col["type"], "pretrain_dim": pretrain_dim,
                 "projection": projection,
+                "projection_bias": bool(col.get("projection_bias", True)),
                 "finetune": bool(col.get("finetune", False))}
         if projection == "none":
             embedding_dim = int(col.get("embedding_dim", pretrain_dim))
@@ -271,7 +273,8 @@ def build_feature_map(dataset_params: dict) -> MMCTRFeatureMap:
     saved file is only rewritten when it differs. Runtime parameters in ``dataset_params``
     (``embedding_dim``, ``group_id``, ``use_features``, ``feature_specs``) are applied through
     FuxiCTR's ``FeatureMap.load``. Vocabulary sizes the config leaves out come from
-    ``schema.json`` in the folder of ``train_data`` (MicroLens_1M_x1 sizes when absent).
+    ``schema.json`` in the folder of ``train_data`` (MicroLens_1M_x1 sizes when absent). A
+    read-only ``<data_root>/<dataset_id>`` falls back to the user cache (:func:`_save_feature_map`).
     """
     try:
         dataset_id = dataset_params["dataset_id"]
@@ -286,25 +289,69 @@ def build_feature_map(dataset_params: dict) -> MMCTRFeatureMap:
         dataset_id=dataset_id, data_root=data_root, item_info=dataset_params.get("item_info"),
         dataset_schema=contract.load_schema(folder), group_id=dataset_params.get("group_id"))
     built = processor.fit()
-    json_file = processor.json_file
-    if _saved_features(json_file) != [{k: v} for k, v in built.features.items()]:
-        built.save(json_file + ".tmp")  # FuxiCTR's writer, then an atomic rename
-        os.replace(json_file + ".tmp", json_file)
-    else:
-        logging.info("feature_map.json is up to date: %s", json_file)
+    json_file = _save_feature_map(built, processor.json_file, dataset_id)
     feature_map = MMCTRFeatureMap(dataset_id, processor.data_dir)
     feature_map.load(json_file, dataset_params)
     return feature_map
 
 
+def _save_feature_map(built: MMCTRFeatureMap, json_file: str, dataset_id: str) -> str:
+    """Save ``built`` to ``json_file`` unless an identical copy is there; return the path used.
+
+    When ``json_file`` (``<data_root>/<dataset_id>/feature_map.json``) cannot be written, e.g.
+    its folder is a read-only shared mount, the map goes to the user cache instead
+    (:func:`fallback_feature_map_file`), with one log line; when that cannot be written either,
+    a :class:`UserError` names both places and the ``data_root`` key to change.
+    """
+    wanted = [{name: spec} for name, spec in built.features.items()]
+    if _saved_features(json_file) == wanted:
+        logging.info("feature_map.json is up to date: %s", json_file)
+        return json_file
+    failure = _write_feature_map(built, json_file)
+    if failure is None:
+        return json_file
+    fallback = fallback_feature_map_file(json_file)
+    if _saved_features(fallback) != wanted:
+        fallback_failure = _write_feature_map(built, fallback)
+        if fallback_failure is not None:
+            raise UserError(f"dataset {dataset_id}: {failure}, and {fallback_failure}; set "
+                            f"data_root in the dataset config to a writable folder")
+    logging.warning("feature_map.json: %s; using %s instead", failure, fallback)
+    return fallback
+
+
+def _write_feature_map(built: MMCTRFeatureMap, json_file: str) -> str | None:
+    """Write ``built`` to ``json_file`` atomically; ``None``, or why it cannot be written."""
+    folder = os.path.dirname(os.path.abspath(json_file))
+    reason = fileio.unwritable_reason(folder)
+    if reason is not None:
+        return f"cannot write {json_file} ({reason})"
+    try:
+        with fileio.atomic_path(json_file) as tmp_path:
+            built.save(tmp_path)  # FuxiCTR's writer, then an atomic rename
+    except UserError as error:  # atomic_path's one-line write error
+        return str(error)
+    return None
+
+
+def fallback_feature_map_file(json_file: str) -> str:
+    """Where ``feature_map.json`` goes when its folder is read-only: the user cache, keyed by
+    the absolute path of that folder so two datasets never share one."""
+    folder = os.path.dirname(os.path.abspath(json_file))
+    return os.path.join(fileio.user_cache_dir("feature_maps", fileio.folder_key(folder)),
+                        os.path.basename(json_file))
+
+
 def _saved_features(json_file):
-    if not os.path.exists(json_file):
+    """The ``features`` of a saved feature map; ``None`` when missing or unreadable."""
+    if not os.path.isfile(json_file):
         return None
     try:
         with open(json_file, encoding="utf-8") as handle:
-            return json.load(handle).get("features")
-    except ValueError:
+            saved = json.load(handle)
+    except (OSError, ValueError):
         return None
+    return saved.get("features") if isinstance(saved, dict) else None
 
 
 __all__ = ["FROZEN_EMBEDDING", "MMCTRFeatureMap", "MMCTRFeatureProcessor", "build_feature_map",

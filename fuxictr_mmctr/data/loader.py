@@ -105,6 +105,8 @@ def load_split(path, schema: contract.Schema | None = None, cache_dir=None, rema
     path = os.fspath(path)
     if not os.path.exists(path):
         raise UserError(f"{path}: file not found")
+    if not os.path.isfile(path):  # a folder, or a pipe that would block the read forever
+        raise UserError(f"{path}: not a regular file")
     folder = os.path.dirname(os.path.abspath(path))
     schema = schema or contract.load_schema(folder)
     try:

@@ -4,13 +4,15 @@ A submission is a zip holding ``prediction.csv`` with columns ``ID`` (0..N-1, th
 the row in ``test.parquet``) and ``Task2`` (the predicted click probability). The score is the
 ROC AUC against the test labels, which only the synthetic dataset's ``truth.parquet`` holds.
 Every malformed submission is a one-line :class:`~fuxictr_mmctr.errors.UserError` naming the
-file, column and row.
+file, column and row; so is a damaged zip (flipped bytes, a truncated file, a CRC error, an
+encrypted member or an unknown compression method).
 """
 from __future__ import annotations
 
 import io
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,9 @@ def load_test_labels(truth_dir) -> np.ndarray:
     import pyarrow.parquet as pq
 
     path = os.path.join(truth_dir, TRUTH_FILE)
+    if os.path.isfile(truth_dir):
+        raise UserError(f"{truth_dir}: is a file, not a folder; --truth takes the synthetic "
+                        f"dataset folder that holds {TRUTH_FILE}")
     if not os.path.isdir(truth_dir):
         raise UserError(f"{truth_dir}: truth folder not found")
     if not os.path.exists(path):
@@ -72,28 +77,49 @@ def read_submission(zip_path, num_rows: int) -> np.ndarray:
     return ordered
 
 
+#: What reading a damaged zip raises: bad headers or CRC (BadZipFile), damaged compressed data
+#: (zlib.error, EOFError), an encrypted member (RuntimeError), an unknown compression method or
+#: zip version (NotImplementedError), and I/O errors.
+DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
+                      NotImplementedError, OSError, ValueError)
+
+
 def _read_prediction_csv(zip_path) -> tuple[pd.DataFrame, str]:
     """The submission's ``prediction.csv`` as strings, and the name used in messages."""
+    if os.path.isdir(zip_path):
+        raise UserError(f"{zip_path}: is a folder; give the submission zip file")
+    if os.path.exists(zip_path) and not os.path.isfile(zip_path):
+        raise UserError(f"{zip_path}: is not a regular file; give the submission zip file")
     if not os.path.isfile(zip_path):
         raise UserError(f"{zip_path}: submission file not found")
     if not zipfile.is_zipfile(zip_path):
         raise UserError(f"{zip_path}: not a zip file (zip a {PREDICTION_FILE} with columns "
                         f"{ID_COLUMN},{SCORE_COLUMN})")
-    with zipfile.ZipFile(zip_path) as archive:
-        members = [name for name in archive.namelist()
-                   if os.path.basename(name) == PREDICTION_FILE]
-        if len(members) != 1:
-            found = "none" if not members else f"{len(members)}"
-            raise UserError(f"{zip_path}: expected one {PREDICTION_FILE} inside, found {found} "
-                            f"(members: {archive.namelist()[:5]})")
-        where = f"{zip_path}:{members[0]}"
-        raw = archive.read(members[0])
+    where = zip_path
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            members = [name for name in archive.namelist()
+                       if os.path.basename(name) == PREDICTION_FILE]
+            if len(members) != 1:
+                found = "none" if not members else f"{len(members)}"
+                raise UserError(f"{zip_path}: expected one {PREDICTION_FILE} inside, found "
+                                f"{found} (members: {archive.namelist()[:5]})")
+            where = f"{zip_path}:{members[0]}"
+            raw = archive.read(members[0])
+    except DAMAGED_ZIP_ERRORS as error:
+        raise UserError(f"{where}: damaged or unreadable zip ({_first_line(error)}); "
+                        f"zip the {PREDICTION_FILE} again") from None
     try:
         frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UserError(f"{where}: not a readable CSV ({str(error).splitlines()[0]})") from None
     frame.columns = [str(name).strip() for name in frame.columns]
     return frame, where
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _first(mask: np.ndarray) -> int:

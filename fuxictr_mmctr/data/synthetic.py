@@ -15,9 +15,16 @@ Same preset and seed give the same bytes in every parquet file: each block of ro
 random stream derived from ``(seed, stream, block)``. Rows are generated and written in blocks
 of ``Preset.block_rows``, so memory stays bounded on the full-size preset, and every file is
 written under a temporary name and renamed when complete.
+
+Output folder: the pipeline (``ensure_dataset``) regenerates a stale dataset in place on
+purpose, so :func:`generate` replaces the dataset files by default. ``fuxictr-mmctr synth``
+calls it with ``overwrite=False`` (unless ``--force``): then a folder holding anything but this
+preset and seed is refused with one line (:func:`check_out_dir`), so files of two datasets
+never mix, and a complete copy of the same preset and seed is reported up to date.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -55,7 +62,7 @@ from fuxictr_mmctr.data.synthetic_rows import (
 )
 from fuxictr_mmctr.data.synthetic_world import World, build_world
 from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.fileio import atomic_path, write_text_atomic
+from fuxictr_mmctr.fileio import TEMPORARY_PREFIX, atomic_path, write_error, write_text_atomic
 
 TRUTH_FILE = "truth.parquet"
 ORACLE_FILE = "oracle.json"
@@ -115,22 +122,34 @@ PRESETS = {
 #: overwrite leaves missing files rather than a mix of two datasets.
 OUTPUT_FILES = tuple(split_file(name) for name in SPLITS + (ITEM_INFO,)) + (
     SCHEMA_FILE, TRUTH_FILE, ORACLE_FILE)
+#: Entries other commands derive from a dataset folder's data (the array cache, FuxiCTR's
+#: feature map): they belong to whatever dataset is there and never make a folder foreign.
+DERIVED_ENTRIES = (".cache", "feature_map.json")
 
 
-def generate(preset, seed: int = 2025, out_dir: str = ".", verbose: bool = True) -> dict:
+def generate(preset, seed: int = 2025, out_dir: str = ".", verbose: bool = True,
+             overwrite: bool = True) -> dict:
     """Write a synthetic dataset of ``preset`` (a name in :data:`PRESETS` or a :class:`Preset`)
-    into ``out_dir`` and return the oracle report (the content of ``oracle.json``)."""
+    into ``out_dir`` and return the oracle report (the content of ``oracle.json``).
+
+    ``overwrite=True`` replaces the dataset files already in ``out_dir`` (the pipeline remakes
+    a stale dataset this way); ``overwrite=False`` first checks the folder with
+    :func:`check_out_dir`, and returns the saved report when the dataset is already there.
+    """
     started = time.perf_counter()
     preset = _resolve_preset(preset)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"synthetic data: seed must be a non-negative integer, got {seed!r}")
-    os.makedirs(out_dir, exist_ok=True)
-    for name in OUTPUT_FILES:
-        path = os.path.join(out_dir, name)
-        if os.path.exists(path):
-            os.remove(path)
-
     say = print if verbose else (lambda *args, **kwargs: None)
+    _check_out_path(out_dir)
+    if not overwrite:
+        report = check_out_dir(out_dir, preset, seed, say)
+        if report is not None:
+            say(f"synth: {out_dir} already holds preset {preset.name}, seed {seed}: up to date "
+                f"(--force makes it again)")
+            return report
+    _remove_old_outputs(out_dir)
+
     say(f"synth: preset {preset.name}, seed {seed}, into {out_dir}")
     world = build_world(preset, random_stream(seed, WORLD_STREAM))
     save_schema(preset.schema, out_dir)
@@ -154,6 +173,107 @@ def generate(preset, seed: int = 2025, out_dir: str = ".", verbose: bool = True)
     write_text_atomic(os.path.join(out_dir, ORACLE_FILE), json.dumps(report, indent=2) + "\n")
     say(_summary(report))
     return report
+
+
+def _check_out_path(out_dir) -> None:
+    """``out_dir`` must be a folder, or a path where one can be made."""
+    if not out_dir:
+        raise UserError("synthetic data: the output folder is an empty path")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"{out_dir}: is a file; the synthetic dataset needs a folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise write_error(out_dir, error) from None
+
+
+def _remove_old_outputs(out_dir) -> None:
+    """Remove the files a previous dataset left under :data:`OUTPUT_FILES`, so an interrupted
+    overwrite leaves missing files rather than a mix of two datasets.
+
+    Everything is checked before anything is removed: a folder under one of those names is an
+    error that leaves the old dataset whole.
+    """
+    paths = [os.path.join(out_dir, name) for name in OUTPUT_FILES]
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise UserError(f"{path}: is a folder where the synthetic dataset writes a file; "
+                            f"move it away or choose another output folder")
+    for path in paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise write_error(path, error) from None
+
+
+def check_out_dir(out_dir, preset: Preset, seed: int, say=print) -> dict | None:
+    """Whether ``preset`` and ``seed`` may be generated into ``out_dir`` without ``--force``.
+
+    Returns the saved oracle report when the folder already holds that dataset, complete;
+    ``None`` when the folder may be written: it is empty (apart from
+    :data:`DERIVED_ENTRIES` and temporaries), or holds an incomplete copy of this dataset (an
+    interrupted run), which is made again. Anything else -- other files, another preset or seed,
+    an unfinished dataset of unknown origin -- is a :class:`UserError` that says what is there.
+    """
+    entries = sorted(name for name in os.listdir(out_dir)
+                     if name not in DERIVED_ENTRIES and not name.startswith(TEMPORARY_PREFIX))
+    if not entries:
+        return None
+    refuse = "; choose an empty folder, or pass --force to replace the dataset files there"
+    foreign = [name for name in entries if name not in OUTPUT_FILES]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                          else "")
+        raise UserError(f"{out_dir}: folder is not empty and is not a synthetic dataset "
+                        f"(it holds {shown}){refuse}")
+    report = _saved_report(out_dir)
+    if report is not None:
+        if (report.get("preset"), report.get("seed")) != (preset.name, int(seed)):
+            raise UserError(f"{out_dir}: holds the synthetic dataset preset "
+                            f"{report.get('preset')}, seed {report.get('seed')}, not preset "
+                            f"{preset.name}, seed {seed}{refuse}")
+        if _is_complete(out_dir, preset):
+            return report
+        say(f"synth: {out_dir} holds an incomplete copy of preset {preset.name}, seed {seed}: "
+            f"making it again")
+        return None
+    if _saved_schema(out_dir) == dataclasses.asdict(preset.schema):
+        say(f"synth: {out_dir} holds an unfinished dataset of preset {preset.name} (no "
+            f"{ORACLE_FILE}; an interrupted run): making it again")
+        return None
+    raise UserError(f"{out_dir}: holds {', '.join(entries[:4])} but no {ORACLE_FILE}, so it is "
+                    f"not a finished synthetic dataset of preset {preset.name}{refuse}")
+
+
+def _saved_report(out_dir) -> dict | None:
+    """``oracle.json`` of ``out_dir`` when it is a readable report, else ``None``."""
+    try:
+        with open(os.path.join(out_dir, ORACLE_FILE), encoding="utf-8") as handle:
+            report = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _saved_schema(out_dir) -> dict | None:
+    try:
+        with open(os.path.join(out_dir, SCHEMA_FILE), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(out_dir, preset: Preset) -> bool:
+    """Every output file is there, and train has the preset's row count (from its metadata)."""
+    if not all(os.path.isfile(os.path.join(out_dir, name)) for name in OUTPUT_FILES):
+        return False
+    try:
+        train_rows = pq.ParquetFile(os.path.join(out_dir, split_file("train"))).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return False
+    return train_rows == preset.split_rows("train")
 
 
 def _resolve_preset(preset) -> Preset:

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import numpy as np
 
-from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.pipeline import datasets
+from fuxictr_mmctr.errors import EXIT_USAGE, UserError
+from fuxictr_mmctr.pipeline import config_check, datasets
 from fuxictr_mmctr.training import distributed
 from fuxictr_mmctr.training.devices import resolve_device
 
@@ -17,24 +17,9 @@ DEFAULT_CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "config
 
 
 def load_params(config_dir: str, expid: str, gpu: int = -1) -> dict:
-    """Merged dataset + model parameters of ``expid`` (the ``Base`` block first), as FuxiCTR does."""
-    from fuxictr.utils import load_dataset_config, load_model_config
-
-    if not os.path.isdir(config_dir):
-        raise UserError(f"config folder {config_dir} not found")
-    try:
-        params = load_model_config(config_dir, expid)
-    except (AssertionError, RuntimeError):
-        raise UserError(f"expid {expid} not found in {config_dir}/model_config.yaml") from None
-    try:
-        params.update(load_dataset_config(config_dir, params["dataset_id"]))
-    except RuntimeError:
-        raise UserError(
-            f"dataset_id {params['dataset_id']} of expid {expid} not found in "
-            f"{config_dir}/dataset_config.yaml"
-        ) from None
-    params["gpu"] = gpu
-    return params
+    """Merged and checked parameters of ``expid`` (see :mod:`.config_check`)."""
+    params = config_check.load_params(config_dir, expid, gpu)
+    return config_check.check_params(params, where=f"expid {expid}")
 
 
 def prepare(params: dict):
@@ -97,30 +82,66 @@ def make_loader(params: dict, catalogue, path: str, train: bool, device, group=N
     )
 
 
-def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = False) -> dict:
+def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = False,
+                   dist_timeout_minutes: float = distributed.DEFAULT_TIMEOUT_MINUTES) -> dict:
     """Train and evaluate ``expid``; print the summary line and append the result CSV row.
 
     Returns ``{"expid", "valid": {...}, "test": {...} or None, "test_auc_truth": float | None,
-    "oracle_auc": float | None}``. Under torchrun (``WORLD_SIZE > 1``) each process trains on its
-    shard of the train rows and only rank 0 logs, writes and prints
-    (:mod:`fuxictr_mmctr.training.distributed`).
+    "oracle_auc": float | None}``. The configuration is checked before anything is written.
+    Under torchrun (``WORLD_SIZE > 1``) each process trains on its shard of the train rows and
+    only rank 0 logs, writes and prints (:mod:`fuxictr_mmctr.training.distributed`); a process
+    that hears nothing from the others for ``dist_timeout_minutes`` stops the job.
     """
-    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
-        resolve_device(gpu)  # a GPU that is not there is an error before anything is written
-    group, gpu = distributed.start(gpu)
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
     try:
-        return _train_and_evaluate(config_dir, expid, gpu, resume, group)
+        params = load_params(config_dir, expid, gpu)
+        if not under_torchrun:
+            resolve_device(gpu)  # a GPU that is not there is an error before anything is written
+    except UserError:
+        if under_torchrun and os.environ.get("RANK", "0") != "0":
+            raise SystemExit(EXIT_USAGE) from None  # the same error: rank 0 prints it, once
+        raise
+    group, gpu = distributed.start(gpu, timeout_minutes=dist_timeout_minutes)
+    params["gpu"] = gpu
+    try:
+        with distributed.explain_timeouts(group, dist_timeout_minutes):
+            return _train_and_evaluate(config_dir, params, resume, group)
     finally:
         distributed.stop(group)
 
 
-def _train_and_evaluate(config_dir: str, expid: str, gpu: int, resume: bool, group) -> dict:
-    """:func:`run_experiment` inside its process group (one plain process or a torchrun rank)."""
-    from fuxictr.pytorch.torch_utils import seed_everything
-    from fuxictr.utils import print_to_list, set_logger
+def set_logger(params: dict) -> str:
+    """Log to ``<model_root>/<dataset_id>/<model_id>.log`` (appended: an earlier run's log is
+    never wiped) and to the console; returns the log file's path."""
+    import fuxictr
 
-    params = load_params(config_dir, expid, gpu)
-    train_shuffle(params)
+    log_dir = os.path.join(params.get("model_root", "./checkpoints/"), params["dataset_id"])
+    os.makedirs(log_dir, exist_ok=True)
+    log_file = os.path.join(log_dir, params["model_id"] + ".log")
+    for handler in logging.root.handlers[:]:
+        logging.root.removeHandler(handler)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s P%(process)d %(levelname)s %(message)s",
+                        handlers=[logging.FileHandler(log_file, mode="a"),
+                                  logging.StreamHandler()])
+    logging.info("======== %s: python %s (FuxiCTR %s)", params["model_id"], " ".join(sys.argv),
+                 fuxictr.__version__)
+    return log_file
+
+
+def data_fingerprint(params: dict) -> dict:
+    """``{file name: [size, mtime_ns]}`` of the files a run trains on: a resume compares it."""
+    fingerprint = {}
+    for key in ("train_data", "valid_data", "item_info"):
+        path = params.get(key)
+        if path and os.path.exists(path):
+            stat = os.stat(path)
+            fingerprint[key] = [int(stat.st_size), int(stat.st_mtime_ns)]
+    return fingerprint
+
+
+def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group) -> dict:
+    """:func:`run_experiment` inside its process group (one plain process or a torchrun rank)."""
     with distributed.main_first(group):
         datasets.ensure_dataset(params)  # before any log or checkpoint file exists
     if group.is_main:
@@ -128,9 +149,21 @@ def _train_and_evaluate(config_dir: str, expid: str, gpu: int, resume: bool, gro
         logging.info("Params: %s", params)
         if group.is_distributed:
             logging.info("Distributed: %d processes (%s)", group.world_size,
-                         "one GPU each" if gpu >= 0 else "CPU, gloo")
-    seed_everything(seed=int(params.get("seed", 2025)))
+                         "one GPU each" if params["gpu"] >= 0 else "CPU, gloo")
+    try:
+        return _run_logged(config_dir, params, resume, group)
+    except UserError as error:
+        logging.error("error: %s", error)  # the log tells why the run stopped
+        raise
 
+
+def _run_logged(config_dir: str, params: dict, resume: bool, group) -> dict:
+    """Data, model, training, evaluation and the result line, once the log is open."""
+    from fuxictr.pytorch.torch_utils import seed_everything
+    from fuxictr.utils import print_to_list
+
+    expid = params["model_id"]
+    seed_everything(seed=int(params.get("seed", 2025)))
     with distributed.main_first(group):  # rank 0 writes shared files, the others read them
         feature_map, catalogue = prepare(params)
         model = build_model(params, feature_map, catalogue)
@@ -139,6 +172,9 @@ def _train_and_evaluate(config_dir: str, expid: str, gpu: int, resume: bool, gro
                                    group)
         valid_loader = make_loader(params, catalogue, params["valid_data"], False, model.device,
                                    group)
+    model.trainer.run_signature["data_files"] = data_fingerprint(params)
+    if not resume:
+        _forget_previous_run(model, group)
     if group.is_distributed:
         model.wrap_distributed()
     model.fit(train_loader, epochs=int(params["epochs"]), validation_data=valid_loader,
@@ -156,6 +192,16 @@ def _train_and_evaluate(config_dir: str, expid: str, gpu: int, resume: bool, gro
         print(summary_line(expid, valid_result, oracle, test_auc_truth), flush=True)
     return {"expid": expid, "valid": valid_result, "test": test_result,
             "test_auc_truth": test_auc_truth, "oracle_auc": oracle}
+
+
+def _forget_previous_run(model, group) -> None:
+    """A new run (no ``--resume``) removes the resume state an earlier run of this expid left:
+    ``--resume`` must never continue a run other than the one it interrupted."""
+    path = model.resume_checkpoint
+    if group.is_main and os.path.exists(path):
+        os.remove(path)
+        logging.info("Removed the resume state of an earlier run: %s", path)
+    distributed.barrier()
 
 
 def _evaluate_test(params: dict, catalogue, model, group):
@@ -214,5 +260,9 @@ def write_result_row(config_dir, expid, dataset_id, valid_result, test_result, f
         format_metrics(valid_result),
         format_metrics(test_result) if test_result else "N.A.",
     )
-    with open(csv_name, "a", encoding="utf-8") as handle:
-        handle.write(line)
+    try:
+        with open(csv_name, "a", encoding="utf-8") as handle:
+            handle.write(line)
+    except OSError as error:
+        raise UserError(f"cannot append the result to {os.path.abspath(csv_name)}: "
+                        f"{error.strerror}") from None

@@ -1,4 +1,9 @@
-"""Predict with a trained experiment: a challenge submission zip, or scores for any parquet."""
+"""Predict with a trained experiment: a challenge submission zip, or scores for any parquet.
+
+Output paths are checked before the model is loaded: ``--out`` must be a ``.csv`` file in an
+existing, writable folder, and the submission's ``submission/<expid>.zip`` must not be a folder.
+A bad path is one ``error:`` line and nothing is written.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,6 +12,7 @@ import zipfile
 
 import numpy as np
 
+from fuxictr_mmctr import fileio
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.fileio import atomic_path
 
@@ -31,6 +37,8 @@ def predict_scores(config_dir: str, expid: str, gpu: int, data_path: str) -> np.
     from fuxictr_mmctr.training.devices import resolve_device
 
     resolve_device(gpu)
+    if os.path.isdir(data_path):
+        raise UserError(f"{data_path}: is a folder, expected a parquet file")
     if not os.path.exists(data_path):
         raise UserError(f"{data_path} not found")
     params = load_params(config_dir, expid, gpu)
@@ -66,6 +74,42 @@ def write_scores_csv(scores: np.ndarray, csv_path: str) -> None:
             handle.write(_format_rows(np.arange(len(scores)), scores, "score"))
 
 
+def check_scores_out(out: str) -> None:
+    """``--out`` must name a ``.csv`` file in an existing, writable folder (checked before any
+    work, so a bad path costs no prediction and leaves nothing behind)."""
+    if os.path.isdir(out):
+        raise UserError(f"--out {out}: is a folder; give a file name ending in .csv")
+    if not out.lower().endswith(".csv"):
+        raise UserError(f"--out {out}: the scores are written as CSV; give a file name ending "
+                        f"in .csv")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise UserError(f"--out {out}: folder {folder} {what}")
+    reason = fileio.unwritable_reason(folder)
+    if reason is not None:
+        raise UserError(f"--out {out}: cannot write there ({reason})")
+
+
+def check_submission_out(zip_path: str) -> None:
+    """The submission zip's path must be free for a file, its folder creatable and writable."""
+    if os.path.isdir(zip_path):
+        raise UserError(f"{zip_path}: is a folder where the submission zip goes; move it away")
+    reason = fileio.unwritable_reason(os.path.dirname(os.path.abspath(zip_path)))
+    if reason is not None:
+        raise UserError(f"cannot write the submission {zip_path}: {reason}")
+
+
+def check_data(data_path: str) -> None:
+    """``--data`` must be a parquet file (its content is checked when it is read)."""
+    if os.path.isdir(data_path):
+        raise UserError(f"--data {data_path}: is a folder; give a parquet file")
+    if not os.path.exists(data_path):
+        raise UserError(f"--data {data_path}: file not found")
+    if not os.path.isfile(data_path):  # a pipe or a device would block the read forever
+        raise UserError(f"--data {data_path}: is not a regular file; give a parquet file")
+
+
 def run_prediction(config_dir: str, expid: str, gpu: int = -1, data: str | None = None,
                    out: str | None = None) -> str:
     """Score the test split (submission zip) or ``data`` (CSV at ``out``); return the path written."""
@@ -74,11 +118,14 @@ def run_prediction(config_dir: str, expid: str, gpu: int = -1, data: str | None 
     if (data is None) != (out is None):
         raise UserError("--data and --out go together: pass both or neither")
     if data is None:
-        data = load_params(config_dir, expid, gpu)["test_data"]
         out = os.path.join("submission", f"{expid}.zip")
+        check_submission_out(out)
+        data = load_params(config_dir, expid, gpu)["test_data"]
         scores = predict_scores(config_dir, expid, gpu, data)
         write_submission(scores, out)
     else:
+        check_scores_out(out)
+        check_data(data)
         scores = predict_scores(config_dir, expid, gpu, data)
         write_scores_csv(scores, out)
     logging.info("Wrote %d predictions to %s", len(scores), out)

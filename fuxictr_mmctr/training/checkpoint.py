@@ -36,9 +36,21 @@ def resume_path(checkpoint: str) -> str:
 
 
 def save_atomic(obj, path: str) -> None:
-    """``torch.save(obj)`` to ``path`` through a temporary file and a rename."""
+    """``torch.save(obj)`` to ``path`` through a temporary file and a rename.
+
+    A failed write (a full disk, a file-size limit) is one :class:`UserError` naming ``path``;
+    the previous file stays as it was. ``torch.save`` reports such failures as a
+    ``RuntimeError`` from its stream writer, not an ``OSError``.
+    """
     with atomic_path(path) as tmp_path:
-        torch.save(obj, tmp_path)
+        try:
+            torch.save(obj, tmp_path)
+        except RuntimeError as error:
+            if "write" not in str(error).lower():
+                raise
+            reason = str(error).strip().splitlines()[0]
+            raise UserError(f"cannot write {path}: {reason} (is the disk full?); the previous "
+                            f"file is unchanged") from None
 
 
 def load_file(path: str, what: str = "checkpoint"):

@@ -19,12 +19,17 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from fuxictr_mmctr.errors import UserError
+
+#: Minutes a process waits for the others at a collective before the job stops (gloo's own
+#: default is 30): a stopped or stuck process ends the job instead of hanging it.
+DEFAULT_TIMEOUT_MINUTES = 10.0
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,12 @@ class ProcessGroup:
         return self.world_size > 1
 
 
-def start(gpu: int) -> tuple[ProcessGroup, int]:
-    """Join the process group torchrun describes; return it and the GPU index to use (-1: CPU)."""
+def start(gpu: int, timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+          ) -> tuple[ProcessGroup, int]:
+    """Join the process group torchrun describes; return it and the GPU index to use (-1: CPU).
+
+    Collectives give up after ``timeout_minutes`` (see :func:`explain_timeouts`).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return ProcessGroup(), gpu
@@ -59,8 +68,11 @@ def start(gpu: int) -> tuple[ProcessGroup, int]:
                             f"processes per node or --gpu -1")
         torch.cuda.set_device(group.local_rank)
         gpu = group.local_rank
+    if float(timeout_minutes) <= 0:
+        raise UserError(f"the distributed timeout must be > 0 minutes, got {timeout_minutes}")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if gpu >= 0 else "gloo")
+        dist.init_process_group("nccl" if gpu >= 0 else "gloo",
+                                timeout=timedelta(minutes=float(timeout_minutes)))
     return group, gpu
 
 
@@ -68,6 +80,29 @@ def stop(group: ProcessGroup) -> None:
     """Leave the process group (a no-op for one plain process)."""
     if group.is_distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def explain_timeouts(group: ProcessGroup, timeout_minutes: float):
+    """Turn a collective that timed out or lost its peers into one line naming this rank.
+
+    A process that is stopped (not dead) leaves the others waiting at their next collective;
+    after the timeout they fail, so the launcher ends the whole job with a non-zero status.
+    """
+    if not group.is_distributed:
+        yield
+        return
+    try:
+        yield
+    except RuntimeError as error:  # DistBackendError and gloo/nccl timeouts are RuntimeErrors
+        text = str(error)
+        lost = ("timed out" in text.lower() or "timeout" in text.lower()
+                or "connection" in text.lower() or "closed" in text.lower())
+        if not lost:
+            raise
+        raise UserError(f"process {group.rank} of {group.world_size}: no answer from the other "
+                        f"processes within {timeout_minutes:g} min (one of them is stuck or "
+                        f"died); stopping") from None
 
 
 @contextlib.contextmanager

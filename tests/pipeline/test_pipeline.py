@@ -16,6 +16,7 @@ import yaml
 
 from fuxictr_mmctr.data.scoring import score_submission
 from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.models.registry import registered_models
 
 from fuxictr_mmctr.pipeline.experiment import run_experiment
 from fuxictr_mmctr.pipeline.prediction import _format_rows, run_prediction
@@ -25,6 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = "Transformer_DCN_MicroLens_tiny"
 # The tiny data's oracle AUC is ~0.82; three quick epochs of the scaled-down model reach ~0.73.
 TINY_MIN_AUC = 0.68
+#: Any model that learns something on the tiny data (DeepFM, which reads no history, included).
+TINY_LEARNS_AUC = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +116,18 @@ def test_prediction_on_any_parquet_writes_id_score(trained, workdir):
     assert lines[0] == "ID,score"
     num_valid = pq.read_metadata(workdir / "data" / "MicroLens_synth_tiny" / "valid.parquet").num_rows
     assert len(lines) == num_valid + 1
+
+
+@pytest.mark.parametrize("model", registered_models())
+def test_every_tiny_expid_trains_through_run_expid_and_prints_its_result(workdir, model):
+    expid = f"{model}_MicroLens_tiny"
+    result = subprocess.run([sys.executable, "run_expid.py", "--expid", expid],
+                            cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("result ")]
+    assert len(lines) == 1 and lines[0].startswith(f"result expid={expid} AUC=")
+    valid_auc = float(lines[0].split(" AUC=")[1].split()[0])
+    assert valid_auc > TINY_LEARNS_AUC, lines[0]
 
 
 def test_missing_real_data_says_where_to_get_it(workdir):

@@ -47,3 +47,23 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
     ckpt.restore_rng_state(ckpt.load_file(path)["rng"])  # weights_only=True load
     assert (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()) == expected
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_file(tmp_path,
+                                                                          monkeypatch):
+    path = tmp_path / "model.model"
+    ckpt.save_atomic({"w": torch.ones(2)}, str(path))
+
+    def full_disk(obj, target):
+        with open(target, "wb") as handle:
+            handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk)
+    with pytest.raises(UserError, match=r"cannot write .*model.model: .*file write failed "
+                                        r"\(is the disk full\?\); the previous file is unchanged"):
+        ckpt.save_atomic({"w": torch.zeros(2)}, str(path))
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.model"]
