@@ -132,3 +132,25 @@ def test_the_distributed_timeout_must_be_positive(monkeypatch):
     with pytest.raises(UserError, match="timeout must be > 0 minutes, got 0"):
         distributed.start(-1, timeout_minutes=0)
     assert not torch.distributed.is_initialized()
+
+
+def test_under_torchrun_a_config_error_is_printed_once(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
+                    ignore=shutil.ignore_patterns("tuner"))
+    shutil.copy(os.path.join(REPO, "run_expid.py"), tmp_path / "run_expid.py")
+    (tmp_path / "config" / "model_config" / "Hostile.yaml").write_text(yaml.safe_dump(
+        {"Hostile": {"model": "Transformer_DCN", "dataset_id": "MicroLens_synth_tiny",
+                     "batch_sise": 128}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "run_expid.py", "--expid", "Hostile", "--gpu", "-1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: expid Hostile: unknown key 'batch_sise'; did you mean batch_size?"]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "checkpoints").exists()

@@ -1,0 +1,133 @@
+"""Hostile data under a training run: one line naming file, column and row; nothing destroyed.
+
+Each mutation breaks one file of a copy of the tiny synthetic dataset (after a first good run,
+so there is a trained checkpoint to protect) and runs the tiny expid again.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.pipeline.experiment import run_experiment
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = "Transformer_DCN_MicroLens_tiny"
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory, tiny_dataset):
+    """A working folder with the tiny data and a finished run of the tiny expid."""
+    folder = tmp_path_factory.mktemp("trained")
+    shutil.copytree(os.path.join(REPO, "config"), folder / "config",
+                    ignore=shutil.ignore_patterns("tuner"))
+    shutil.copytree(tiny_dataset, folder / "data" / "MicroLens_synth_tiny")
+    run_in(folder)
+    return folder
+
+
+def run_in(folder):
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return run_experiment("./config/", TINY, gpu=-1)
+    finally:
+        os.chdir(cwd)
+
+
+def with_column(path, name, transform):
+    """Rewrite ``name`` of the parquet at ``path`` with ``transform(list of python values)``."""
+    table = pq.read_table(path)
+    values = transform(table.column(name).to_pylist())
+    index = table.schema.get_field_index(name)
+    pq.write_table(table.set_column(index, name, pa.array(values)), path)
+
+
+def set_row(row, value):
+    def transform(values):
+        values[row] = value
+        return values
+    return transform
+
+
+MUTATIONS = [
+    ("train.parquet", "item_seq", set_row(7, [1, 2, 3]),
+     "train.parquet, column item_seq, row 7: list has length 3, expected 20"),
+    ("valid.parquet", "item_id", set_row(3, 10_000),
+     "valid.parquet, column item_id, row 3: item id 10000 is outside item_info (301 rows)"),
+    ("train.parquet", "likes_level", set_row(11, 42),
+     "train.parquet, column likes_level, row 11: value 42 is outside the vocabulary 0..10"),
+    ("train.parquet", "label", set_row(5, None),
+     "train.parquet, column label, row 5: value is null"),
+    ("item_info.parquet", "item_emb_d128", set_row(4, [float("nan")] * 128),
+     "item_info.parquet, column item_emb_d128, row 4: NaN or infinite value"),
+]
+
+
+@pytest.fixture
+def broken_copy(trained_dir, tmp_path):
+    """A copy of the trained folder (data, checkpoint, log) to break."""
+    shutil.copytree(trained_dir, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("file_name, column, transform, message", MUTATIONS,
+                         ids=[f"{f}-{c}" for f, c, _, _ in MUTATIONS])
+def test_broken_data_is_one_line_and_the_trained_checkpoint_survives(
+        broken_copy, file_name, column, transform, message):
+    data = broken_copy / "data" / "MicroLens_synth_tiny"
+    checkpoint = broken_copy / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.model"
+    before = checkpoint.read_bytes()
+    with_column(data / file_name, column, transform)
+    with pytest.raises(UserError) as error:
+        run_in(broken_copy)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert checkpoint.read_bytes() == before
+    log = (broken_copy / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
+    assert f"error: {error.value}" in log
+
+
+def test_a_missing_column_is_named(broken_copy):
+    path = broken_copy / "data" / "MicroLens_synth_tiny" / "valid.parquet"
+    pq.write_table(pq.read_table(path).drop(["views_level"]), path)
+    with pytest.raises(UserError, match="valid.parquet, column views_level: column is missing"):
+        run_in(broken_copy)
+
+
+def test_validation_warn_logs_a_soft_problem_and_trains(broken_copy):
+    """A label of 2 is a contract problem that ``validation: warn`` lets through with a log
+    line (BCE still trains on it); the strict default stops on it."""
+    data = broken_copy / "data" / "MicroLens_synth_tiny"
+    with_column(data / "train.parquet", "label", set_row(9, 2.0))
+    with pytest.raises(UserError, match="train.parquet, column label, row 9"):
+        run_in(broken_copy)
+    config = broken_copy / "config" / "dataset_config.yaml"
+    datasets = yaml.safe_load(config.read_text())
+    datasets["MicroLens_synth_tiny"]["validation"] = "warn"
+    config.write_text(yaml.safe_dump(datasets))
+    result = run_in(broken_copy)
+    assert result["valid"]["AUC"] > 0.6
+    log = (broken_copy / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
+    assert "train.parquet, column label, row 9" in log
+
+
+def test_ids_are_checked_against_the_item_table_not_only_the_vocabulary(broken_copy):
+    """An item_info with fewer items than the vocabulary: ids past its end stop the run."""
+    import re
+
+    data = broken_copy / "data" / "MicroLens_synth_tiny"
+    info = pq.read_table(data / "item_info.parquet")
+    pq.write_table(info.slice(0, 200), data / "item_info.parquet")
+    with pytest.raises(UserError) as error:
+        run_in(broken_copy)
+    found = re.search(r"train.parquet, column (item_id|item_seq), row (\d+)", str(error.value))
+    assert found, str(error.value)
+    column, row = found.group(1), int(found.group(2))
+    values = np.asarray(pq.read_table(data / "train.parquet").column(column).to_pylist()[row])
+    assert values.max() >= 200  # the named row does hold an id past the item table
