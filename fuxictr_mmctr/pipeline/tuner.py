@@ -133,10 +133,34 @@ def _dataset_grid(dataset_id: str, dataset_params: dict, dataset_space: dict) ->
         params.setdefault("data_format", "parquet")
         if keys:
             digest = hashlib.md5(json.dumps(overrides, sort_keys=True, default=str).encode())
-            grid[f"{dataset_id}_{digest.hexdigest()[:8]}"] = params
+            grid_id = f"{dataset_id}_{digest.hexdigest()[:8]}"
+            if SYNTHETIC_DATA_KEYS & set(keys) and params.get("synthetic_preset"):
+                params = _own_data_folder(params, grid_id)
+            grid[grid_id] = params
         else:
             grid[dataset_id] = params
     return grid
+
+
+#: Dataset-level keys that change the files of a synthetic dataset.
+SYNTHETIC_DATA_KEYS = {"synthetic_preset", "synthetic_seed"}
+#: Keys holding the paths of a dataset's files.
+DATA_PATH_KEYS = ("train_data", "valid_data", "test_data", "item_info")
+
+
+def _own_data_folder(params: dict, grid_id: str) -> dict:
+    """``params`` with its data files in a folder of their own, ``<data folder>/../<grid_id>/``.
+
+    Two grid points with another synthetic seed or preset generate different files: in one
+    shared folder each would regenerate over the other's data.
+    """
+    moved = dict(params)
+    for key in DATA_PATH_KEYS:
+        path = params.get(key)
+        if path:
+            parent = os.path.dirname(os.path.dirname(os.path.normpath(path)))
+            moved[key] = os.path.join(parent, grid_id, os.path.basename(path))
+    return moved
 
 
 def expand_tuner_config(config_file: str) -> str:

@@ -246,6 +246,10 @@ def test_tuner_keeps_every_value_of_a_dataset_level_key(workdir):
         expids = yaml.safe_load(handle)
     assert sorted(d["synthetic_seed"] for d in datasets.values()) == [1, 2]
     assert sorted(e["dataset_id"] for e in expids.values()) == sorted(datasets)
+    # Each seed's data lives in its own folder: one would otherwise regenerate over the other.
+    for dataset_id, dataset in datasets.items():
+        for key in ("train_data", "valid_data", "test_data", "item_info"):
+            assert os.path.basename(os.path.dirname(dataset[key])) == dataset_id
 
 
 def test_torchrun_two_cpu_processes_train_and_report_once(tmp_path):
