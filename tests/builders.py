@@ -1,7 +1,9 @@
-"""Small hand-built datasets and feature maps shared by the data, layer and model tests."""
+"""Small hand-built datasets and feature maps, and working folders, shared by the tests."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -88,3 +90,32 @@ def tiny_item_feature_map(pretrain_dim, tags=3, projection="none", embedding_dim
                             "embedding_dim": embedding_dim or pretrain_dim, "finetune": False},
     }
     return feature_map
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Where the pipeline looks for the tiny synthetic dataset, relative to a working folder.
+TINY_DATA = os.path.join("data", "MicroLens_synth_tiny")
+
+
+def working_folder(folder, tiny_dataset=None, scripts=(), ignore=("tuner",)):
+    """A folder laid out like a user's clone: the repository's ``config/`` (without the paths
+    ``ignore`` names), the entry ``scripts`` and, when given, a copy of the tiny dataset in
+    ``data/MicroLens_synth_tiny``. Returns ``folder``."""
+    shutil.copytree(os.path.join(REPO, "config"), os.path.join(folder, "config"),
+                    ignore=shutil.ignore_patterns(*ignore))
+    for script in scripts:
+        shutil.copy(os.path.join(REPO, script), os.path.join(folder, script))
+    if tiny_dataset is not None:
+        shutil.copytree(tiny_dataset, os.path.join(folder, TINY_DATA))
+    return folder
+
+
+@contextlib.contextmanager
+def inside(folder):
+    """Run the block with ``folder`` as the working folder (the pipeline's paths are relative)."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)

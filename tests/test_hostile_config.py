@@ -7,7 +7,6 @@ folder made.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import yaml
 
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.pipeline.experiment import run_experiment
+from tests.builders import inside, working_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "Transformer_DCN_MicroLens_tiny"
@@ -23,10 +23,7 @@ TINY = "Transformer_DCN_MicroLens_tiny"
 
 @pytest.fixture
 def workdir(tmp_path):
-    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
-                    ignore=shutil.ignore_patterns("tuner"))
-    shutil.copy(os.path.join(REPO, "run_expid.py"), tmp_path / "run_expid.py")
-    return tmp_path
+    return working_folder(tmp_path, scripts=["run_expid.py"])
 
 
 def write_expid(workdir, **changes):
@@ -51,12 +48,8 @@ def assert_nothing_written(workdir):
 
 
 def run_in(workdir, expid="Hostile"):
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
+    with inside(workdir):
         run_experiment("./config/", expid, gpu=-1)
-    finally:
-        os.chdir(cwd)
 
 
 MODEL_KEY_MUTATIONS = [

@@ -5,7 +5,6 @@ so there is a trained checkpoint to protect) and runs the tiny expid again.
 """
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
@@ -16,29 +15,22 @@ import yaml
 
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.pipeline.experiment import run_experiment
+from tests.builders import inside, working_folder
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "Transformer_DCN_MicroLens_tiny"
 
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory, tiny_dataset):
     """A working folder with the tiny data and a finished run of the tiny expid."""
-    folder = tmp_path_factory.mktemp("trained")
-    shutil.copytree(os.path.join(REPO, "config"), folder / "config",
-                    ignore=shutil.ignore_patterns("tuner"))
-    shutil.copytree(tiny_dataset, folder / "data" / "MicroLens_synth_tiny")
+    folder = working_folder(tmp_path_factory.mktemp("trained"), tiny_dataset)
     run_in(folder)
     return folder
 
 
 def run_in(folder):
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
+    with inside(folder):
         return run_experiment("./config/", TINY, gpu=-1)
-    finally:
-        os.chdir(cwd)
 
 
 def with_column(path, name, transform):

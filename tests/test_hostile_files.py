@@ -29,7 +29,7 @@ from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.fileio import atomic_path, write_text_atomic
 from fuxictr_mmctr.pipeline import tuner
 from fuxictr_mmctr.pipeline.datasets import ensure_dataset
-from tests.builders import dataset_params, write_dataset
+from tests.builders import dataset_params, working_folder, write_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_EXPID = "Transformer_DCN_MicroLens_tiny"
@@ -447,11 +447,7 @@ def test_generate_refuses_only_when_asked(tmp_path, tiny_copy):
 def tuner_workdir(tmp_path, tiny_dataset):
     """A folder with the repository's config and run_param_tuner.py, and the tiny data."""
     work = tmp_path / "work dir"  # a space: every path is passed whole
-    shutil.copytree(os.path.join(REPO, "config"), work / "config",
-                    ignore=shutil.ignore_patterns("tuner"))
-    shutil.copytree(tiny_dataset, work / "data" / "MicroLens_synth_tiny")
-    for script in ("run_param_tuner.py", "run_expid.py"):
-        shutil.copy(os.path.join(REPO, script), work / script)
+    working_folder(work, tiny_dataset, scripts=["run_param_tuner.py", "run_expid.py"])
     (work / "tuner").mkdir()
     return work
 

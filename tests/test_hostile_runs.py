@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import pytest
@@ -11,26 +10,19 @@ import torch
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.pipeline.experiment import run_experiment
 from fuxictr_mmctr.training.trainer import Trainer
+from tests.builders import inside, working_folder
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "Transformer_DCN_MicroLens_tiny"
 
 
 @pytest.fixture
 def workdir(tmp_path, tiny_dataset):
-    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
-                    ignore=shutil.ignore_patterns("tuner"))
-    shutil.copytree(tiny_dataset, tmp_path / "data" / "MicroLens_synth_tiny")
-    return tmp_path
+    return working_folder(tmp_path, tiny_dataset)
 
 
 def run_in(workdir, **kwargs):
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
+    with inside(workdir):
         return run_experiment("./config/", TINY, gpu=-1, **kwargs)
-    finally:
-        os.chdir(cwd)
 
 
 def log_of(workdir):
@@ -140,9 +132,7 @@ def test_under_torchrun_a_config_error_is_printed_once(tmp_path):
 
     import yaml
 
-    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
-                    ignore=shutil.ignore_patterns("tuner"))
-    shutil.copy(os.path.join(REPO, "run_expid.py"), tmp_path / "run_expid.py")
+    working_folder(tmp_path, scripts=["run_expid.py"])
     (tmp_path / "config" / "model_config" / "Hostile.yaml").write_text(yaml.safe_dump(
         {"Hostile": {"model": "Transformer_DCN", "dataset_id": "MicroLens_synth_tiny",
                      "batch_sise": 128}}))

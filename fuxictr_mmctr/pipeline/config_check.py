@@ -197,7 +197,7 @@ def _check_no_op_keys(checked, prefix):
 
 def _check_pipeline_and_trainer(checked, prefix):
     from fuxictr_mmctr.training.metrics import METRICS
-    from fuxictr_mmctr.training.trainer import BCE_LOSSES, make_optimizer
+    from fuxictr_mmctr.training.trainer import BCE_LOSSES, optimizer_class
 
     _integer(checked, prefix, "batch_size", 1)
     if "batch_size" not in checked:
@@ -224,11 +224,9 @@ def _check_pipeline_and_trainer(checked, prefix):
         _check_regularizer(checked, prefix, key)
     if "optimizer" in checked:
         try:
-            make_optimizer(checked["optimizer"], [], 1.0)
+            optimizer_class(checked["optimizer"])
         except UserError as error:
             raise UserError(f"{prefix}{error}") from None
-        except (TypeError, ValueError):
-            pass  # an empty parameter list is all that is wrong here
     if "loss" in checked and checked["loss"] not in BCE_LOSSES:
         _fail(prefix, "loss", f"one of {', '.join(BCE_LOSSES)}", checked["loss"])
     metrics = checked.get("metrics", ["logloss", "AUC"])

@@ -109,14 +109,20 @@ class TrainerConfig:
             raise UserError(f"monitor_mode must be 'max' or 'min', got {self.monitor_mode!r}")
 
 
-def make_optimizer(name, parameters, learning_rate: float) -> torch.optim.Optimizer:
-    """``torch.optim.<name>`` (``adam`` -> ``Adam``) over the trainable ``parameters``."""
+def optimizer_class(name) -> type:
+    """The ``torch.optim`` class an optimizer name means (``adam`` -> ``Adam``); UserError else."""
     class_name = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD",
                   "adagrad": "Adagrad", "rmsprop": "RMSprop"}.get(str(name).lower(), str(name))
-    optimizer_class = getattr(torch.optim, class_name, None)
-    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+    found = getattr(torch.optim, class_name, None)
+    if not (isinstance(found, type) and issubclass(found, torch.optim.Optimizer)):
         raise UserError(f"optimizer {name!r} is not a torch.optim optimizer (e.g. adam, adamw, sgd)")
-    return optimizer_class([p for p in parameters if p.requires_grad], lr=float(learning_rate))
+    return found
+
+
+def make_optimizer(name, parameters, learning_rate: float) -> torch.optim.Optimizer:
+    """``torch.optim.<name>`` over the trainable ``parameters``."""
+    return optimizer_class(name)([p for p in parameters if p.requires_grad],
+                                 lr=float(learning_rate))
 
 
 class Trainer:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -11,11 +10,11 @@ import torch
 from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.data.batches import BatchLoader
 from fuxictr_mmctr.data.loader import load_split
+from tests.builders import inside, working_folder
 from tests.models.builders import make_batch, predict, tiny_transformer_dcn
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = "Transformer_DCN_MicroLens_tiny"
 
 
@@ -53,18 +52,12 @@ def test_tiny_run_and_prediction_on_the_gpu(tmp_path, tiny_dataset):
     from fuxictr_mmctr.pipeline.experiment import run_experiment
     from fuxictr_mmctr.pipeline.prediction import run_prediction
 
-    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
-                    ignore=shutil.ignore_patterns("*_tuner"))
-    shutil.copytree(tiny_dataset, tmp_path / "data" / "MicroLens_synth_tiny")
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
+    working_folder(tmp_path, tiny_dataset, ignore=["*_tuner"])
+    with inside(tmp_path):
         result = run_experiment("./config/", TINY, gpu=0)
         scores_path = run_prediction("./config/", TINY, gpu=0,
                                      data="data/MicroLens_synth_tiny/valid.parquet",
                                      out="valid_scores.csv")
         scores = np.loadtxt(scores_path, delimiter=",", skiprows=1, usecols=1)
-    finally:
-        os.chdir(cwd)
     assert result["valid"]["AUC"] > 0.68
     assert len(scores) == 1000 and np.isfinite(scores).all()

@@ -21,8 +21,8 @@ from fuxictr_mmctr.models.registry import registered_models
 from fuxictr_mmctr.pipeline.experiment import run_experiment
 from fuxictr_mmctr.pipeline.prediction import _format_rows, run_prediction
 from fuxictr_mmctr.pipeline.tuner import expand_tuner_config
+from tests.builders import inside, working_folder
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = "Transformer_DCN_MicroLens_tiny"
 # The tiny data's oracle AUC is ~0.82; three quick epochs of the scaled-down model reach ~0.73.
 TINY_MIN_AUC = 0.68
@@ -33,23 +33,15 @@ TINY_LEARNS_AUC = 0.6
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_dataset):
     """A working folder with the repository's config and the tiny data in ./data/."""
-    folder = tmp_path_factory.mktemp("pipeline")
-    shutil.copytree(os.path.join(REPO, "config"), folder / "config",
-                    ignore=shutil.ignore_patterns("*_tuner"))
-    shutil.copytree(tiny_dataset, folder / "data" / "MicroLens_synth_tiny")
-    for script in ("run_expid.py", "prediction.py", "run_param_tuner.py"):
-        shutil.copy(os.path.join(REPO, script), folder / script)
-    return folder
+    return working_folder(tmp_path_factory.mktemp("pipeline"), tiny_dataset,
+                          scripts=["run_expid.py", "prediction.py", "run_param_tuner.py"],
+                          ignore=["*_tuner"])
 
 
 @pytest.fixture(scope="module")
 def trained(workdir):
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
+    with inside(workdir):
         yield run_experiment("./config/", TINY, gpu=-1)
-    finally:
-        os.chdir(cwd)
 
 
 def test_tiny_run_learns_and_reports(trained, workdir):
@@ -64,12 +56,8 @@ def test_tiny_run_learns_and_reports(trained, workdir):
 
 
 def test_submission_has_one_row_per_test_row_in_order(trained, workdir):
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
+    with inside(workdir):
         out = run_prediction("./config/", TINY, gpu=-1)
-    finally:
-        os.chdir(cwd)
     with zipfile.ZipFile(workdir / out) as archive:
         assert archive.namelist() == ["prediction.csv"]
         rows = list(csv.DictReader(io.TextIOWrapper(archive.open("prediction.csv"))))
@@ -153,19 +141,13 @@ def test_gpu_without_cuda_is_one_line_not_a_cpu_run(workdir, script):
 
 
 def test_constant_test_labels_skip_test_metrics_with_one_log_line(tmp_path, tiny_dataset):
-    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
-                    ignore=shutil.ignore_patterns("tuner"))
+    working_folder(tmp_path, tiny_dataset)
     data = tmp_path / "data" / "MicroLens_synth_tiny"
-    shutil.copytree(tiny_dataset, data)
     test = pq.read_table(data / "test.parquet")
     pq.write_table(test.append_column("label", pa.array(np.zeros(test.num_rows, np.float32))),
                    data / "test.parquet")
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
+    with inside(tmp_path):
         result = run_experiment("./config/", TINY, gpu=-1)
-    finally:
-        os.chdir(cwd)
     assert result["test"] is None and result["valid"]["AUC"] > TINY_MIN_AUC
     assert result["test_auc_truth"] is not None
     log = (tmp_path / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
@@ -175,9 +157,7 @@ def test_constant_test_labels_skip_test_metrics_with_one_log_line(tmp_path, tiny
 def test_shuffle_is_honoured_or_refused(trained, workdir):
     from fuxictr_mmctr.pipeline.experiment import load_params, make_loader, prepare
 
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
+    with inside(workdir):
         params = load_params("./config/", TINY)
         _, catalogue = prepare(params)
         assert make_loader(params, catalogue, params["train_data"], True, "cpu").shuffle
@@ -188,8 +168,6 @@ def test_shuffle_is_honoured_or_refused(trained, workdir):
         params["shuffle"] = "yes"
         with pytest.raises(UserError, match="shuffle must be True or False, got 'yes'"):
             make_loader(params, catalogue, params["train_data"], True, "cpu")
-    finally:
-        os.chdir(cwd)
 
 
 def test_unknown_expid_is_one_line(workdir):
@@ -221,8 +199,7 @@ def test_tuner_makes_the_data_once_before_the_grid_starts(tmp_path, monkeypatch)
 
     from fuxictr_mmctr.pipeline import tuner
 
-    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
-                    ignore=shutil.ignore_patterns("*_tuner*"))
+    working_folder(tmp_path, ignore=["*_tuner*"])
     config = _write_tuner(tmp_path, "fresh_grid", {"learning_rate": [1.0e-3, 2.0e-3]})
     data = tmp_path / "data" / "MicroLens_synth_tiny"
     seen = {}
@@ -253,9 +230,7 @@ def test_tuner_keeps_every_value_of_a_dataset_level_key(workdir):
 
 
 def test_torchrun_two_cpu_processes_train_and_report_once(tmp_path):
-    shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config",
-                    ignore=shutil.ignore_patterns("tuner"))
-    shutil.copy(os.path.join(REPO, "run_expid.py"), tmp_path / "run_expid.py")
+    working_folder(tmp_path, scripts=["run_expid.py"])
     # No data yet: rank 0 generates it while rank 1 waits.
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
