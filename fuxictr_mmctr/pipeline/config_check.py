@@ -110,6 +110,16 @@ def load_params(config_dir: str, expid: str, gpu: int = -1) -> dict:
                     f"{config_dir}/dataset_config.yaml")
 
 
+def expids_in(config_dir: str) -> list[str]:
+    """Every expid of the model configs in ``config_dir`` (``Base`` excluded), in file order."""
+    if not os.path.isdir(config_dir):
+        raise UserError(f"config folder {config_dir} not found")
+    expids = []
+    for path in _config_files(config_dir, "model_config"):
+        expids += [name for name in read_yaml(path) if name != "Base"]
+    return list(dict.fromkeys(expids))
+
+
 # ---------------------------------------------------------------------- checking
 def known_keys(model_class) -> set[str]:
     """Every key a config of ``model_class`` may hold."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from datetime import datetime
 
 import numpy as np
@@ -16,9 +17,14 @@ from fuxictr_mmctr.training.devices import resolve_device
 DEFAULT_CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "config")
 
 
-def load_params(config_dir: str, expid: str, gpu: int = -1) -> dict:
-    """Merged and checked parameters of ``expid`` (see :mod:`.config_check`)."""
+def load_params(config_dir: str, expid: str, gpu: int = -1, overrides: dict | None = None) -> dict:
+    """Merged and checked parameters of ``expid`` (see :mod:`.config_check`).
+
+    ``overrides`` (e.g. ``{"seed": 7, "model_id": "X_seed7"}``, as the model comparison sets
+    them) replace config keys before the check, so they are checked like the config itself.
+    """
     params = config_check.load_params(config_dir, expid, gpu)
+    params.update(overrides or {})
     return config_check.check_params(params, where=f"expid {expid}")
 
 
@@ -83,18 +89,23 @@ def make_loader(params: dict, catalogue, path: str, train: bool, device, group=N
 
 
 def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = False,
-                   dist_timeout_minutes: float = distributed.DEFAULT_TIMEOUT_MINUTES) -> dict:
+                   dist_timeout_minutes: float = distributed.DEFAULT_TIMEOUT_MINUTES,
+                   overrides: dict | None = None) -> dict:
     """Train and evaluate ``expid``; print the summary line and append the result CSV row.
 
     Returns ``{"expid", "valid": {...}, "test": {...} or None, "test_auc_truth": float | None,
-    "oracle_auc": float | None}``. The configuration is checked before anything is written.
+    "oracle_auc": float | None, "parameters": int, "train_seconds": float,
+    "train_samples": int}`` (``train_seconds``: wall time of training, the per-epoch
+    validation included; ``train_samples``: rows trained on, all processes together).
+    ``overrides`` replace config keys (see :func:`load_params`). The configuration is checked
+    before anything is written.
     Under torchrun (``WORLD_SIZE > 1``) each process trains on its shard of the train rows and
     only rank 0 logs, writes and prints (:mod:`fuxictr_mmctr.training.distributed`); a process
     that hears nothing from the others for ``dist_timeout_minutes`` stops the job.
     """
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
     try:
-        params = load_params(config_dir, expid, gpu)
+        params = load_params(config_dir, expid, gpu, overrides)
         if not under_torchrun:
             resolve_device(gpu)  # a GPU that is not there is an error before anything is written
     except UserError:
@@ -177,8 +188,11 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group) -> dict:
         _forget_previous_run(model, group)
     if group.is_distributed:
         model.wrap_distributed()
+    fit_start = time.perf_counter()
     model.fit(train_loader, epochs=int(params["epochs"]), validation_data=valid_loader,
               resume=resume)
+    train_seconds = time.perf_counter() - fit_start
+    train_samples = _samples_trained(model.trainer, train_loader)
 
     logging.info("****** Validation evaluation ******")
     model.load_weights(model.checkpoint)
@@ -191,7 +205,18 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group) -> dict:
                          print_to_list)
         print(summary_line(expid, valid_result, oracle, test_auc_truth), flush=True)
     return {"expid": expid, "valid": valid_result, "test": test_result,
-            "test_auc_truth": test_auc_truth, "oracle_auc": oracle}
+            "test_auc_truth": test_auc_truth, "oracle_auc": oracle,
+            "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "train_seconds": train_seconds, "train_samples": train_samples}
+
+
+def _samples_trained(trainer, train_loader) -> int:
+    """Rows trained on by this run, every process together: the split's rows (``num_rows`` is
+    the whole split, not one rank's shard) times the epochs done, an epoch cut short by early
+    stopping counted by its share of batches."""
+    steps_per_epoch = max(int(getattr(trainer, "steps_per_epoch", 0) or 0), 1)
+    epochs_done = getattr(trainer, "global_step", 0) / steps_per_epoch
+    return int(round(epochs_done * train_loader.num_rows))
 
 
 def _forget_previous_run(model, group) -> None:

@@ -1,0 +1,423 @@
+"""Models side by side: seeded runs of several expids, one table, one chart.
+
+:func:`compare` plans ``expids x seeds`` runs, reuses every run already recorded under
+``<out>/runs/`` with the same config and data (:func:`.run_record.config_hash`), trains the rest
+one process per run (:mod:`.run_record`) on a pool of device slots, and writes::
+
+    <out>/comparison.csv   one row per expid: metrics as mean and std over seeds, cost, status
+    <out>/comparison.md    the same as a table, with the machine and the oracle lines
+    <out>/comparison.png   valid AUC per expid (sorted, error bars), oracle lines (synthetic)
+
+A run that fails (bad config, crash, killed) is recorded with its one-line reason and its
+expid's row is marked failed; the table is written all the same. Seeds are the expid's own
+``seed`` plus 0, 1, ...: the first seed's run is the one ``run_expid.py`` makes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.fileio import write_text_atomic
+from fuxictr_mmctr.pipeline import run_record
+
+#: Columns of ``comparison.csv``, in order.
+CSV_COLUMNS = (
+    "expid", "model", "status", "seeds", "seeds_ok", "valid_auc_mean", "valid_auc_std",
+    "gauc_mean", "gauc_std", "logloss_mean", "logloss_std", "test_auc_mean", "test_auc_std",
+    "oracle_auc", "gap_to_oracle", "parameters", "samples_per_second", "epoch_seconds",
+    "peak_host_mb", "peak_gpu_mb", "device", "reason",
+)
+#: How often the scheduler looks at its running processes.
+POLL_SECONDS = 0.5
+
+
+@dataclass
+class PlannedRun:
+    """One seeded run of an expid: where its record goes and whether it must be trained."""
+
+    expid: str
+    seed: int
+    record_path: str
+    log_path: str
+    expected_hash: str | None = None
+    record: dict | None = None              # set when reused or finished
+    error: str | None = None                # a reason known before training (config error)
+
+    @property
+    def name(self) -> str:
+        return f"{self.expid}_seed{self.seed}"
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` did: the runs, the rows it wrote, and where."""
+
+    runs: list[PlannedRun]
+    rows: list[dict]
+    out_dir: str
+    trained: int = 0
+    reused: int = 0
+    outputs: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- planning
+def plan_runs(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int,
+              out_dir: str) -> list[PlannedRun]:
+    """``expids x num_seeds`` runs; a config error or another dataset is the run's failure."""
+    from fuxictr_mmctr.pipeline.experiment import load_params
+
+    runs_dir = os.path.join(out_dir, "runs")
+    runs = []
+    for expid in expids:
+        try:
+            base_seed = int(load_params(config_dir, expid).get("seed", 2025))
+        except UserError as error:
+            runs.append(_failed_plan(runs_dir, expid, 0, str(error)))
+            continue
+        for offset in range(num_seeds):
+            seed = base_seed + offset
+            run = PlannedRun(expid, seed, os.path.join(runs_dir, f"{expid}_seed{seed}.json"),
+                             os.path.join(runs_dir, f"{expid}_seed{seed}.log"))
+            try:
+                params = load_params(config_dir, expid,
+                                     overrides=run_record.seeded_overrides(expid, seed))
+            except UserError as error:
+                run.error = str(error)
+                runs.append(run)
+                continue
+            if params["dataset_id"] != dataset_id:
+                run.error = (f"expid {expid} is on dataset {params['dataset_id']}, not "
+                             f"{dataset_id}")
+            run.expected_hash = run_record.config_hash(params)
+            run.record = _reusable_record(run)
+            runs.append(run)
+    return runs
+
+
+def _failed_plan(runs_dir: str, expid: str, seed: int, reason: str) -> PlannedRun:
+    return PlannedRun(expid, seed, os.path.join(runs_dir, f"{expid}.json"),
+                      os.path.join(runs_dir, f"{expid}.log"), error=reason)
+
+
+def _reusable_record(run: PlannedRun) -> dict | None:
+    """The recorded result of ``run`` when it finished with the same config and data."""
+    if run.error or not os.path.exists(run.record_path):
+        return None
+    try:
+        with open(run.record_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None  # unreadable: train it again
+    if record.get("status") == "ok" and record.get("config_hash") == run.expected_hash:
+        return record
+    return None
+
+
+# ---------------------------------------------------------------------- running
+def run_all(runs: list[PlannedRun], config_dir: str, devices: list[int],
+            progress=None) -> int:
+    """Train every run without a record, at most one per entry of ``devices`` at a time
+    (``-1`` = a CPU slot; several CPU slots share the cores between them). Returns how many
+    runs were trained. ``progress``: a tqdm-like object advanced once per finished run."""
+    pending = [run for run in runs if run.record is None and run.error is None]
+    started = len(pending)
+    free = list(devices)
+    running: dict = {}
+    cpu_slots = sum(1 for device in devices if device < 0)
+    try:
+        while pending or running:
+            while pending and free:
+                device = free.pop(0)
+                run = pending.pop(0)
+                running[device_key(device, running)] = (_start(run, config_dir, device,
+                                                               cpu_slots), run, device)
+            time.sleep(POLL_SECONDS if running else 0)
+            for key, (process, run, device) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[key]
+                free.append(device)
+                _finish(run, process)
+                if progress is not None:
+                    progress.set_postfix_str(f"{run.name}: {_short_status(run)}", refresh=False)
+                    progress.update(1)
+    finally:
+        for process, _, _ in running.values():  # interrupted: stop the children too
+            process.kill()
+            process.wait()
+    return started
+
+
+def device_key(device: int, running: dict) -> tuple[int, int]:
+    """A key unique among running slots (CPU slots repeat the device -1)."""
+    index = 0
+    while (device, index) in running:
+        index += 1
+    return device, index
+
+
+def _start(run: PlannedRun, config_dir: str, device: int, cpu_slots: int):
+    """Start the run's process; its output goes to the run's log file."""
+    os.makedirs(os.path.dirname(run.record_path), exist_ok=True)
+    if os.path.exists(run.record_path):
+        os.remove(run.record_path)  # a stale record must not pass for this run's
+    env = dict(os.environ)
+    # The child imports this package from where this process did, installed or not.
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    if device < 0 and cpu_slots > 1:  # share the cores, do not oversubscribe them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
+    command = [sys.executable, "-m", "fuxictr_mmctr.pipeline.run_record", "--config",
+               config_dir, "--expid", run.expid, "--seed", str(run.seed), "--gpu", str(device),
+               "--out", run.record_path]
+    log = open(run.log_path, "w", encoding="utf-8")
+    try:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    finally:
+        log.close()  # the child holds its own copy
+
+
+def _finish(run: PlannedRun, process) -> None:
+    """Read the finished run's record, or record its failure with the reason from its log."""
+    if process.returncode == 0 and os.path.exists(run.record_path):
+        with open(run.record_path, encoding="utf-8") as handle:
+            run.record = json.load(handle)
+        return
+    reason = failure_reason(run.log_path, process.returncode)
+    run.record = {"status": "failed", "expid": run.expid, "seed": run.seed, "reason": reason}
+    write_text_atomic(run.record_path, json.dumps(run.record, indent=2) + "\n")
+
+
+def failure_reason(log_path: str, returncode: int) -> str:
+    """One line: the run's ``error: ...`` line, else its last line, else the exit status."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as handle:
+            lines = [line.strip() for line in handle.read().replace("\r", "\n").splitlines()
+                     if line.strip()]
+    except OSError:
+        lines = []
+    errors = [line for line in lines if line.startswith("error:")]
+    if errors:
+        return errors[-1][len("error:"):].strip()
+    if returncode is not None and returncode < 0:
+        return f"killed by signal {-returncode}" + (f" (last output: {lines[-1]})" if lines
+                                                    else "")
+    if lines:
+        return f"exit status {returncode}: {lines[-1]}"
+    return f"exit status {returncode}, no output"
+
+
+def _short_status(run: PlannedRun) -> str:
+    record = run.record or {}
+    if record.get("status") == "ok":
+        return f"AUC {record['valid']['AUC']:.4f}"
+    return "failed"
+
+
+# ---------------------------------------------------------------------- the table
+def summarise(runs: list[PlannedRun]) -> list[dict]:
+    """One row per expid (in the order given): mean and std over its finished seeds."""
+    rows = []
+    for expid in dict.fromkeys(run.expid for run in runs):
+        mine = [run for run in runs if run.expid == expid]
+        done = [run.record for run in mine if run.record and run.record.get("status") == "ok"]
+        failed = [run for run in mine if not (run.record and run.record.get("status") == "ok")]
+        reasons = [run.error or (run.record or {}).get("reason", "not run") for run in failed]
+        row = {"expid": expid, "seeds": len(mine), "seeds_ok": len(done),
+               "status": "ok" if not failed else ("failed" if not done else "partial"),
+               "reason": "; ".join(dict.fromkeys(reasons))}
+        if done:
+            row.update(_metric_columns(done))
+        rows.append(row)
+    return rows
+
+
+def _metric_columns(records: list[dict]) -> dict:
+    """Means and stds of the metrics of finished ``records``, and their cost figures."""
+    def stats(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None, None
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return float(np.mean(values)), std
+
+    columns = {"model": records[0].get("model")}
+    for name, values in (("valid_auc", [r["valid"].get("AUC") for r in records]),
+                         ("gauc", [r["valid"].get("gAUC") for r in records]),
+                         ("logloss", [r["valid"].get("logloss") for r in records]),
+                         ("test_auc", [r.get("test_auc") for r in records])):
+        columns[f"{name}_mean"], columns[f"{name}_std"] = stats(values)
+    oracle = records[0].get("oracle_auc")
+    columns["oracle_auc"] = oracle
+    columns["gap_to_oracle"] = (oracle - columns["valid_auc_mean"] if oracle is not None
+                                else None)
+    columns["parameters"] = records[0].get("parameters")
+    for name in ("samples_per_second", "epoch_seconds", "peak_host_mb", "peak_gpu_mb"):
+        columns[name] = stats([r.get(name) for r in records])[0]
+    columns["device"] = "; ".join(dict.fromkeys(str(r.get("device")) for r in records))
+    return columns
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    """Best valid AUC first; failed rows last."""
+    return sorted(rows, key=lambda row: (row.get("valid_auc_mean") is None,
+                                         -(row.get("valid_auc_mean") or 0.0)))
+
+
+def table_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(row.get(key)) for key in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}" if not math.isnan(value) else ""
+    return value
+
+
+def table_markdown(rows: list[dict], dataset_id: str, oracle: dict | None,
+                   machine: str) -> str:
+    """The comparison as a Markdown table, with the machine and the oracle lines above it."""
+    lines = [f"# Model comparison on {dataset_id}", "",
+             f"Machine: {machine}. Valid AUC, gAUC and logloss: mean ± std over seeds; "
+             "samples/s and s/epoch: training throughput, the per-epoch validation included; "
+             "peak memory: the run's process (host RSS, and GPU when on one).", ""]
+    if oracle:
+        lines += [f"Oracle valid AUC (the true click probabilities): {oracle['oracle']:.4f}; "
+                  + ", ".join(f"without {part}: {value:.4f}"
+                              for part, value in oracle["partial"].items()), ""]
+    lines += ["| expid | valid AUC | gAUC | logloss | test AUC | gap to oracle | parameters "
+              "| samples/s | s/epoch | peak MB | seeds |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if row.get("valid_auc_mean") is None:
+            lines.append(f"| {row['expid']} | failed: {row['reason']} |  |  |  |  |  |  |  |  "
+                         f"| 0/{row['seeds']} |")
+            continue
+        peak = row.get("peak_gpu_mb") or row.get("peak_host_mb")
+        lines.append(
+            f"| {row['expid']} | {_pm(row, 'valid_auc')} | {_pm(row, 'gauc')} "
+            f"| {_pm(row, 'logloss')} | {_pm(row, 'test_auc')} "
+            f"| {_fmt(row.get('gap_to_oracle'), '.4f')} | {_fmt(row.get('parameters'), ',')} "
+            f"| {_fmt(row.get('samples_per_second'), ',.0f')} "
+            f"| {_seconds(row.get('epoch_seconds'))} | {_fmt(peak, ',.0f')} "
+            f"| {row['seeds_ok']}/{row['seeds']}"
+            + (f" ({row['reason']})" if row.get("reason") else "") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(row: dict, name: str) -> str:
+    mean, std = row.get(f"{name}_mean"), row.get(f"{name}_std")
+    if mean is None:
+        return "NA"
+    return f"{mean:.4f} ± {std:.4f}" if row.get("seeds_ok", 0) > 1 else f"{mean:.4f}"
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return "NA"
+    return f"{value:.2f}" if value < 10 else f"{value:,.0f}"
+
+
+def _fmt(value, spec: str) -> str:
+    return "NA" if value is None else format(value, spec)
+
+
+def oracle_lines(config_dir: str, dataset_id: str, expids: list[str]) -> dict | None:
+    """``{"oracle": AUC, "partial": {part: AUC}}`` of the dataset's valid split (synthetic
+    data), else None."""
+    from fuxictr_mmctr.pipeline.experiment import load_params
+
+    for expid in expids:
+        try:
+            params = load_params(config_dir, expid)
+        except UserError:
+            continue
+        if params["dataset_id"] != dataset_id:
+            continue
+        path = os.path.join(os.path.dirname(params["train_data"]), "oracle.json")
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            report = json.load(handle)
+        partial = {name.removeprefix("no_"): aucs["valid"]
+                   for name, aucs in report.get("partial_oracle_auc", {}).items()}
+        return {"oracle": report["oracle_auc"]["valid"], "partial": partial}
+    return None
+
+
+# ---------------------------------------------------------------------- the whole job
+def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int = 1,
+            devices=(-1,), out_dir: str | None = None, progress: bool = True) -> Comparison:
+    """Plan, run what is missing, and write the three outputs (see the module docstring)."""
+    from tqdm import tqdm
+
+    from fuxictr_mmctr.pipeline.comparison_chart import draw_comparison
+
+    if not expids:
+        raise UserError("no expids to compare")
+    if num_seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {num_seeds}")
+    devices = list(devices) or [-1]
+    _check_devices(devices)
+    out_dir = out_dir or os.path.join("benchmarks", "results", dataset_id)
+    runs = plan_runs(config_dir, dataset_id, expids, num_seeds, out_dir)
+    to_train = sum(1 for run in runs if run.record is None and run.error is None)
+    reused = sum(1 for run in runs if run.record is not None)
+    bar = tqdm(total=len(runs), initial=len(runs) - to_train, desc="runs", unit="run",
+               file=sys.stdout, disable=not progress)
+    try:
+        run_all(runs, config_dir, devices, bar)
+    finally:
+        bar.close()
+    rows = sort_rows(summarise(runs))
+    oracle = oracle_lines(config_dir, dataset_id, expids)
+    machine = _machine(runs, devices)
+    outputs = [os.path.join(out_dir, f"comparison.{ext}") for ext in ("csv", "md", "png")]
+    write_text_atomic(outputs[0], table_csv(rows))
+    write_text_atomic(outputs[1], table_markdown(rows, dataset_id, oracle, machine))
+    draw_comparison(rows, outputs[2], dataset_id, oracle, machine)
+    return Comparison(runs=runs, rows=rows, out_dir=out_dir, trained=to_train, reused=reused,
+                      outputs=outputs)
+
+
+def _device_text(record: dict) -> str:
+    """A run's device; on a CPU with the threads it used (CPU slots share the cores)."""
+    if record.get("peak_gpu_mb") is None and record.get("threads"):
+        return f"{record['device']} ({record['threads']} threads per run)"
+    return str(record["device"])
+
+
+def _check_devices(devices: list[int]) -> None:
+    """Every listed GPU exists (a missing one is an error, never a silent CPU run)."""
+    from fuxictr_mmctr.training.devices import resolve_device
+
+    for device in dict.fromkeys(devices):
+        resolve_device(device)
+
+
+def _machine(runs: list[PlannedRun], devices: list[int]) -> str:
+    """The devices the recorded runs report, else this machine's."""
+    import torch
+
+    names = [_device_text(run.record) for run in runs
+             if run.record and run.record.get("status") == "ok" and run.record.get("device")]
+    names = list(dict.fromkeys(names)) or [run_record.device_name(d) for d in dict.fromkeys(devices)]
+    return "; ".join(names) + f"; torch {torch.__version__}"

@@ -1,0 +1,75 @@
+"""The comparison chart: valid AUC per expid at a glance.
+
+One horizontal bar per expid, best on top, with the std over seeds as an error bar; on
+synthetic data the oracle AUC and the no-history partial oracle are vertical lines, so each
+bar reads as "how much of the reachable gain this model took". Failed expids are listed
+without a bar.
+"""
+from __future__ import annotations
+
+from fuxictr_mmctr.fileio import atomic_path
+
+#: The partial oracle drawn beside the oracle (what a model that ignores the history can reach).
+PARTIAL_ORACLE_LINE = "history"
+
+
+def draw_comparison(rows: list[dict], path: str, dataset_id: str, oracle: dict | None,
+                    machine: str) -> None:
+    """Write the chart of ``rows`` (sorted best first, as in the table) to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [row["expid"] for row in rows]
+    means = [row.get("valid_auc_mean") for row in rows]
+    stds = [row.get("valid_auc_std") or 0.0 for row in rows]
+    finished = [m for m in means if m is not None]
+    reference = _reference_lines(oracle)
+    low, high = _x_range(finished + [value for _, value, _ in reference])
+
+    height = 1.2 + 0.38 * max(len(rows), 1)
+    figure, axes = plt.subplots(figsize=(9, height))
+    positions = list(range(len(rows)))[::-1]  # best on top
+    for position, mean, std, row in zip(positions, means, stds, rows):
+        if mean is None:
+            axes.text(low, position, "  failed", va="center", color="firebrick", fontsize=8)
+            continue
+        axes.barh(position, mean - low, left=low, xerr=std, height=0.6, color="steelblue",
+                  ecolor="black", capsize=3)
+        axes.text(mean + std, position, f" {mean:.4f}", va="center", fontsize=8)
+    for name, value, style in reference:
+        axes.axvline(value, color="darkred", linestyle=style, linewidth=1.2,
+                     label=f"{name} {value:.4f}")
+    axes.set_yticks(positions)
+    axes.set_yticklabels(labels, fontsize=8)
+    axes.set_xlim(low, high)
+    axes.set_xlabel("valid AUC (mean ± std over seeds)")
+    axes.set_title(f"{dataset_id}: {machine}", fontsize=8)
+    if reference:
+        axes.legend(loc="lower right", fontsize=8)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as tmp_path:
+        figure.savefig(tmp_path, format="png", dpi=110)
+    plt.close(figure)
+
+
+def _reference_lines(oracle: dict | None) -> list[tuple[str, float, str]]:
+    """``(label, AUC, line style)`` of the oracle and the no-history partial oracle."""
+    if not oracle:
+        return []
+    lines = [("oracle", oracle["oracle"], "-")]
+    partial = oracle.get("partial", {}).get(PARTIAL_ORACLE_LINE)
+    if partial is not None:
+        lines.append((f"oracle without {PARTIAL_ORACLE_LINE}", partial, "--"))
+    return lines
+
+
+def _x_range(values: list[float]) -> tuple[float, float]:
+    """An AUC axis that shows the differences: a margin around the values, within [0, 1]."""
+    if not values:
+        return 0.5, 1.0
+    low, high = min(values), max(values)
+    margin = max((high - low) * 0.15, 0.005)
+    return max(low - margin, 0.0), min(high + 3 * margin, 1.0)

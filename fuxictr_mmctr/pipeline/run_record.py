@@ -1,0 +1,161 @@
+"""One seeded run of an expid, recorded as JSON: the unit of a model comparison.
+
+``python -m fuxictr_mmctr.pipeline.run_record --config DIR --expid ID --seed S --gpu G --out F``
+trains ``ID`` with ``seed: S`` (model id ``<ID>_seed<S>``, so seeds never share checkpoints),
+evaluates it like ``run_expid.py`` (gAUC added to the metrics) and writes ``F``::
+
+    {"status": "ok", "expid", "model", "dataset_id", "seed", "config_hash",
+     "valid": {"AUC", "gAUC", "logloss"}, "test_auc", "oracle_auc", "parameters",
+     "train_seconds", "train_samples", "epochs", "samples_per_second", "epoch_seconds",
+     "peak_host_mb", "peak_gpu_mb", "device", "finished"}
+
+A comparison (:mod:`.comparison`) starts one such process per run: a crash, a config error or an
+out-of-memory kill stays that run's failure, peak memory is that run's own, and runs spread over
+devices like the tuner's. The file is written atomically and only after a finished run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import sys
+from datetime import datetime
+
+from fuxictr_mmctr.errors import UserError, exit_on_user_error
+
+#: Metrics every compared run reports (the expid's own ``metrics`` are replaced).
+COMPARISON_METRICS = ["AUC", "gAUC", "logloss"]
+#: Keys that name or place a run without changing what it computes: left out of the hash.
+UNHASHED_KEYS = ("gpu", "model_id", "verbose", "model_root")
+
+
+def seeded_overrides(expid: str, seed: int) -> dict:
+    """Config keys a comparison run replaces: its seed, its own model id, the metrics."""
+    return {"seed": int(seed), "model_id": f"{expid}_seed{int(seed)}",
+            "metrics": list(COMPARISON_METRICS)}
+
+
+def data_identity(params: dict) -> dict:
+    """What identifies the data a run trains on, the same on every machine that holds it: each
+    split's and the item table's size in bytes, and the hash of a synthetic ``oracle.json``
+    (which changes with the generator). Files not there yet (synthetic data is made on first
+    use) are ``None``."""
+    identity = {}
+    for key in ("train_data", "valid_data", "test_data", "item_info"):
+        path = params.get(key)
+        identity[key] = os.path.getsize(path) if path and os.path.exists(path) else None
+    oracle = os.path.join(os.path.dirname(str(params.get("train_data", ""))), "oracle.json")
+    if os.path.exists(oracle):
+        with open(oracle, "rb") as handle:
+            identity["oracle.json"] = hashlib.sha256(handle.read()).hexdigest()[:16]
+    return identity
+
+
+def config_hash(params: dict) -> str:
+    """Hash of a run's checked params (naming keys left out) and its data identity: a recorded
+    run is reused only while both are unchanged."""
+    kept = {key: value for key, value in params.items() if key not in UNHASHED_KEYS}
+    text = json.dumps({"params": kept, "data": data_identity(params)}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def device_name(gpu: int) -> str:
+    """``"NVIDIA H100 80GB HBM3 (cuda:0)"`` or the CPU model and its core count."""
+    if gpu is not None and gpu >= 0:
+        import torch
+
+        return f"{torch.cuda.get_device_name(gpu)} (cuda:{gpu})"
+    return cpu_name()
+
+
+def cpu_name() -> str:
+    """The CPU model (from ``/proc/cpuinfo`` where there is one) and the usable core count."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model or 'CPU'}, {cores} cores"
+
+
+def record_run(config_dir: str, expid: str, seed: int, gpu: int, out_path: str) -> dict:
+    """Train and evaluate one seeded run and write its record to ``out_path``."""
+    import torch
+
+    from fuxictr_mmctr.fileio import write_text_atomic
+    from fuxictr_mmctr.pipeline.experiment import load_params, run_experiment
+
+    overrides = seeded_overrides(expid, seed)
+    params = load_params(config_dir, expid, gpu, overrides)
+    result = run_experiment(config_dir, expid, gpu=gpu, overrides=overrides)
+    params = load_params(config_dir, expid, gpu, overrides)  # the data exists now: hash it
+    epochs = result["train_samples"] / max(_train_rows(params), 1)
+    train_seconds = result["train_seconds"]
+    record = {
+        "status": "ok",
+        "expid": expid,
+        "model": params["model"],
+        "dataset_id": params["dataset_id"],
+        "seed": int(seed),
+        "config_hash": config_hash(params),
+        "valid": {name: float(value) for name, value in result["valid"].items()},
+        "test_auc": _test_auc(result),
+        "oracle_auc": result["oracle_auc"],
+        "parameters": int(result["parameters"]),
+        "train_seconds": round(train_seconds, 2),
+        "train_samples": int(result["train_samples"]),
+        "epochs": round(epochs, 3),
+        "samples_per_second": round(result["train_samples"] / max(train_seconds, 1e-9), 1),
+        "epoch_seconds": round(train_seconds / epochs, 2) if epochs > 0 else None,
+        "peak_host_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_mb": (round(torch.cuda.max_memory_allocated(gpu) / 2**20, 1)
+                        if gpu >= 0 else None),
+        "device": device_name(gpu),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "finished": datetime.now().isoformat(timespec="seconds"),
+    }
+    write_text_atomic(out_path, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _train_rows(params: dict) -> int:
+    """Rows of the train split (from its parquet metadata)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(params["train_data"]).metadata.num_rows
+
+
+def _test_auc(result: dict):
+    """The test AUC against the synthetic truth, else on a labelled test split, else None."""
+    if result.get("test_auc_truth") is not None:
+        return float(result["test_auc_truth"])
+    if result.get("test"):
+        return float(result["test"]["AUC"])
+    return None
+
+
+@exit_on_user_error
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="one seeded run of an expid, as JSON")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--expid", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--gpu", type=int, default=-1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if not args.out.strip():
+        raise UserError("--out is an empty path")
+    record_run(args.config, args.expid, args.seed, args.gpu, args.out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

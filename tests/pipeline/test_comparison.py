@@ -1,0 +1,165 @@
+"""benchmarks/compare_models.py: seeded runs, reuse, failed rows, and the three outputs."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.pipeline import comparison
+from fuxictr_mmctr.pipeline.config_check import expids_in
+from fuxictr_mmctr.pipeline.experiment import load_params
+from tests.builders import REPO, inside, working_folder
+
+TINY = "MicroLens_synth_tiny"
+
+
+def add_broken_expid(folder) -> None:
+    """``Broken_tiny``: the DCNv2 tiny config on a dataset whose files do not exist, so it passes
+    the config check and fails when it runs."""
+    dataset_config = os.path.join(folder, "config", "dataset_config.yaml")
+    with open(dataset_config, encoding="utf-8") as handle:
+        datasets = yaml.safe_load(handle)
+    missing = dict(datasets["MicroLens_1M_x1"])
+    for key in ("train_data", "valid_data", "test_data", "item_info"):
+        missing[key] = f"./data/{TINY}/absent_{key}.parquet"
+    datasets[TINY + "_absent"] = missing
+    with open(dataset_config, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(datasets, handle)
+    tiny = load_params(os.path.join(folder, "config"), "DCNv2_MicroLens_tiny")
+    own = {key: tiny[key] for key in ("model", "embedding_dim", "batch_size", "epochs")}
+    with open(os.path.join(folder, "config", "model_config", "Broken.yaml"), "w",
+              encoding="utf-8") as handle:
+        yaml.safe_dump({"Broken_tiny": {**own, "dataset_id": TINY + "_absent"}}, handle)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, tiny_dataset):
+    """One comparison on tiny data: a working expid (2 seeds), a broken one, an unknown one."""
+    folder = working_folder(tmp_path_factory.mktemp("compare"), tiny_dataset)
+    add_broken_expid(folder)
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "compare_models.py"),
+               "--dataset", TINY + "_absent", "--expids", "Broken_tiny", "--seeds", "1",
+               "--out", "results_absent"]
+    with inside(folder):
+        result = comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny", "No_such_expid"],
+                                    num_seeds=2, devices=[-1, -1], out_dir="results",
+                                    progress=False)
+        broken = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        again = comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny"], num_seeds=2,
+                                   out_dir="results", progress=False)
+    return folder, result, broken, again
+
+
+def test_writes_csv_markdown_and_png(compared):
+    folder, result, _, _ = compared
+    for name in ("comparison.csv", "comparison.md", "comparison.png"):
+        path = os.path.join(folder, "results", name)
+        assert os.path.getsize(path) > 0, name
+    with open(os.path.join(folder, "results", "comparison.png"), "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(folder, "results", "comparison.csv"), encoding="utf-8") as handle:
+        rows = {row["expid"]: row for row in csv.DictReader(handle)}
+    good = rows["DCNv2_MicroLens_tiny"]
+    assert good["status"] == "ok" and good["seeds_ok"] == "2"
+    assert 0.5 < float(good["valid_auc_mean"]) < float(good["oracle_auc"])
+    assert float(good["valid_auc_std"]) >= 0
+    assert float(good["gap_to_oracle"]) == pytest.approx(
+        float(good["oracle_auc"]) - float(good["valid_auc_mean"]), abs=1e-5)
+    assert int(good["parameters"]) > 0 and float(good["samples_per_second"]) > 0
+    assert float(good["peak_host_mb"]) > 0 and 0 < float(good["gauc_mean"]) <= 1
+    markdown = open(os.path.join(folder, "results", "comparison.md"), encoding="utf-8").read()
+    assert "| DCNv2_MicroLens_tiny |" in markdown and "Oracle valid AUC" in markdown
+
+
+def test_each_seed_is_its_own_recorded_run(compared):
+    folder, result, _, _ = compared
+    records = [run.record for run in result.runs if run.expid == "DCNv2_MicroLens_tiny"]
+    assert sorted(record["seed"] for record in records) == [2025, 2026]
+    assert records[0]["valid"]["AUC"] != records[1]["valid"]["AUC"]  # seeds differ
+    for record in records:
+        path = os.path.join(folder, "results", "runs",
+                            f"DCNv2_MicroLens_tiny_seed{record['seed']}.json")
+        assert json.load(open(path, encoding="utf-8"))["config_hash"] == record["config_hash"]
+
+
+def test_unknown_expid_is_a_failed_row_not_a_crash(compared):
+    _, result, _, _ = compared
+    row = next(row for row in result.rows if row["expid"] == "No_such_expid")
+    assert row["status"] == "failed" and "not found" in row["reason"]
+    assert result.rows[-1]["expid"] == "No_such_expid"  # failed rows sort last
+
+
+def test_run_that_fails_while_training_is_marked_failed(compared):
+    folder, _, broken, _ = compared
+    assert broken.returncode == 1, broken.stderr
+    assert "failed: Broken_tiny:" in broken.stdout and "absent_train_data" in broken.stdout
+    assert "Traceback" not in broken.stdout + broken.stderr
+    with open(os.path.join(folder, "results_absent", "comparison.csv"), encoding="utf-8") as h:
+        row = next(csv.DictReader(h))
+    assert row["status"] == "failed" and row["valid_auc_mean"] == ""
+    assert os.path.exists(os.path.join(folder, "results_absent", "comparison.png"))
+
+
+def test_finished_runs_are_reused(compared):
+    _, result, _, again = compared
+    assert result.trained == 2
+    assert again.trained == 0 and again.reused == 2
+    assert again.rows[0]["valid_auc_mean"] == pytest.approx(
+        next(r for r in result.rows if r["expid"] == "DCNv2_MicroLens_tiny")["valid_auc_mean"])
+
+
+def test_changed_config_is_trained_again(tmp_path, tiny_dataset):
+    folder = working_folder(tmp_path, tiny_dataset)
+    with inside(folder):
+        runs = comparison.plan_runs("config", TINY, ["DCNv2_MicroLens_tiny"], 1, "results")
+        record = {"status": "ok", "config_hash": runs[0].expected_hash}
+        os.makedirs(os.path.dirname(runs[0].record_path))
+        with open(runs[0].record_path, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+        assert comparison.plan_runs("config", TINY, ["DCNv2_MicroLens_tiny"], 1,
+                                    "results")[0].record == record
+        path = os.path.join("config", "model_config", "DCNv2.yaml")
+        text = open(path, encoding="utf-8").read()
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text + "\nDCNv2_MicroLens_tiny_lr: {model: DCNv2}\n")
+        replan = comparison.plan_runs("config", TINY, ["DCNv2_MicroLens_tiny"], 1, "results")
+        assert replan[0].record == record  # an unrelated expid changes nothing
+        assert "\nDCNv2_MicroLens_tiny:\n" in text
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text.replace("\nDCNv2_MicroLens_tiny:\n",
+                                      "\nDCNv2_MicroLens_tiny:\n    learning_rate: 0.0123\n"))
+        assert load_params("config", "DCNv2_MicroLens_tiny")["learning_rate"] == 0.0123
+        replan = comparison.plan_runs("config", TINY, ["DCNv2_MicroLens_tiny"], 1, "results")
+    assert replan[0].record is None
+
+
+def test_failure_reason_is_one_line(tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("Epoch 1: 10%\rEpoch 1: 50%\nerror: cannot write x: disk full\n")
+    assert comparison.failure_reason(str(log), 2) == "cannot write x: disk full"
+    log.write_text("training...\nKilled\n")
+    assert comparison.failure_reason(str(log), -9) == "killed by signal 9 (last output: Killed)"
+    assert comparison.failure_reason(str(tmp_path / "none.log"), 1) == "exit status 1, no output"
+
+
+def test_bad_requests_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="no expids"):
+        comparison.compare("config", TINY, [], out_dir=str(tmp_path))
+    with pytest.raises(UserError, match="at least 1"):
+        comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny"], num_seeds=0,
+                           out_dir=str(tmp_path))
+
+
+def test_every_expid_of_the_config_passes_the_config_check():
+    config_dir = os.path.join(REPO, "config")
+    expids = expids_in(config_dir)
+    assert len(expids) >= 40
+    for expid in expids:
+        params = load_params(config_dir, expid)
+        assert params["model_id"] == expid
