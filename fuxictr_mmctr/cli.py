@@ -5,6 +5,7 @@ Subcommands::
     fuxictr-mmctr synth --preset {tiny,demo,full} --seed N --out DIR [--force]
     fuxictr-mmctr validate DIR
     fuxictr-mmctr score SUBMISSION.zip --truth DIR
+    fuxictr-mmctr attention --expid ID [--rows N] [--config DIR] [--gpu N] [--out DIR]
 
 Each subcommand lives in the module that owns its job; this file only parses arguments.
 Bad input exits with status 2 and one ``error: ...`` line, never a traceback.
@@ -55,6 +56,23 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _cmd_attention(args) -> int:
+    from fuxictr_mmctr.pipeline.attention import inspect_attention
+
+    summary = inspect_attention(args.config, args.expid, rows=args.rows, gpu=args.gpu,
+                                out_dir=args.out)
+    for layer, shares in enumerate(summary["layers"]):
+        line = (f"layer {layer}: attention on history items "
+                f"{shares['attention_on_history']:.3f}")
+        if "session_share" in shares:
+            line += (f"; on the planted session items {shares['session_share']:.3f} "
+                     f"(uniform attention: {shares['uniform_share']:.3f}, "
+                     f"{shares['rows_with_planted_items']} rows)")
+        print(line)
+    print("wrote " + ", ".join(summary["outputs"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fuxictr-mmctr", description="Multimodal CTR prediction on FuxiCTR."
@@ -78,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("submission", help="zip holding prediction.csv with columns ID,Task2")
     score.add_argument("--truth", required=True, help="synthetic dataset folder (has the labels)")
     score.set_defaults(run=_cmd_score)
+
+    attention = commands.add_parser(
+        "attention", help="attention weights of a trained model on validation rows")
+    attention.add_argument("--expid", required=True, help="a trained expid")
+    attention.add_argument("--rows", type=int, default=32,
+                           help="validation rows with a history to inspect (default 32)")
+    attention.add_argument("--config", default="./config/", help="config folder")
+    attention.add_argument("--gpu", type=int, default=-1, help="GPU index, -1 for CPU")
+    attention.add_argument("--out", help="output folder (default "
+                                         "benchmarks/results/<dataset>/attention)")
+    attention.set_defaults(run=_cmd_attention)
     return parser
 
 
