@@ -3,6 +3,8 @@
 :func:`generate` writes, into one folder::
 
     train.parquet valid.parquet test.parquet item_info.parquet   the data contract (schema.py)
+    item_feature.parquet   the raw item file of the WWW 2025 challenge (title, tags, levels,
+                           768-d text and 1024-d image vectors); columns in RAW_ITEM_COLUMNS
     schema.json                                                   the preset's sizes
     truth.parquet   split ("valid"/"test"), row, click_prob, label for every valid/test row
     oracle.json     oracle AUC (true probabilities vs drawn labels) and partial oracles
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fuxictr_mmctr.data.schema import (
@@ -57,6 +60,7 @@ from fuxictr_mmctr.data.synthetic_rows import (
     ClickModel,
     Rows,
     calibrate_intercept,
+    item_likes_level,
     sample_rows,
     sigmoid,
 )
@@ -64,12 +68,40 @@ from fuxictr_mmctr.data.synthetic_world import World, build_world
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.fileio import TEMPORARY_PREFIX, atomic_path, write_error, write_text_atomic
 
+#: Bumped whenever the generator's output changes for a given preset and seed (click model,
+#: files written); data written by another version is made again, never silently reused.
+#: 2: the raw item_feature.parquet and the history-levels term of the click model.
+GENERATOR_VERSION = 2
 TRUTH_FILE = "truth.parquet"
 ORACLE_FILE = "oracle.json"
 #: Rows drawn (from their own stream) to set the click model's intercept.
 CALIBRATION_ROWS = 200_000
-#: Random stream ids; row blocks of split i use stream ``ROW_STREAM + i``.
-WORLD_STREAM, CALIBRATION_STREAM, ROW_STREAM = 0, 1, 10
+#: Random stream ids; row blocks of split i use stream ``ROW_STREAM + i``; the raw item file
+#: draws its maps and vocabulary from block 0 of ``RAW_ITEM_STREAM`` and item block b from b + 1.
+WORLD_STREAM, CALIBRATION_STREAM, RAW_ITEM_STREAM, ROW_STREAM = 0, 1, 2, 10
+
+#: The raw item file (shaped like the WWW 2025 MMCTR challenge's ``item_feature.parquet``): one
+#: row per real item, ids 1..N in order, no padding row.
+RAW_ITEM_FILE = "item_feature.parquet"
+ITEM_TITLE = "item_title"
+TEXT_EMB = "txt_emb_BERT"
+IMAGE_EMB = "img_emb_CLIPRN50"
+TEXT_EMB_DIM = 768
+IMAGE_EMB_DIM = 1024
+#: Columns of the raw item file, in file order (``item_tags`` there is a string of tag ids).
+RAW_ITEM_COLUMNS = (ITEM_ID, ITEM_TITLE, ITEM_TAGS, LIKES_LEVEL, VIEWS_LEVEL, TEXT_EMB, IMAGE_EMB)
+#: Per-dim noise std of the text / image vectors (the signal, a random linear map of the item's
+#: unit latent vector, has variance about 1 per dim): text is the cleaner modality.
+TEXT_NOISE, IMAGE_NOISE = 1.0, 1.5
+#: Items per block of the raw item file (memory: about 7 kB of float32 per item).
+RAW_BLOCK_ITEMS = 4096
+#: Title words: each topic owns a vocabulary of pseudo-words; a title has TITLE_WORDS[0] to
+#: TITLE_WORDS[1] words, each from the item's topic vocabulary with probability
+#: TITLE_TOPIC_SHARE, otherwise from a vocabulary shared by all topics.
+WORDS_PER_TOPIC, SHARED_WORDS = 24, 40
+TITLE_WORDS = (3, 6)
+TITLE_TOPIC_SHARE = 0.8
+SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")
 
 
 @dataclass(frozen=True)
@@ -121,7 +153,7 @@ PRESETS = {
 #: Everything :func:`generate` writes; an old copy is removed first so that an interrupted
 #: overwrite leaves missing files rather than a mix of two datasets.
 OUTPUT_FILES = tuple(split_file(name) for name in SPLITS + (ITEM_INFO,)) + (
-    SCHEMA_FILE, TRUTH_FILE, ORACLE_FILE)
+    RAW_ITEM_FILE, SCHEMA_FILE, TRUTH_FILE, ORACLE_FILE)
 #: Entries other commands derive from a dataset folder's data (the array cache, FuxiCTR's
 #: feature map): they belong to whatever dataset is there and never make a folder foreign.
 DERIVED_ENTRIES = (".cache", "feature_map.json")
@@ -154,6 +186,7 @@ def generate(preset, seed: int = 2025, out_dir: str = ".", verbose: bool = True,
     world = build_world(preset, random_stream(seed, WORLD_STREAM))
     save_schema(preset.schema, out_dir)
     _write_item_info(world, preset.schema, os.path.join(out_dir, split_file(ITEM_INFO)))
+    _write_raw_items(world, preset.schema, seed, os.path.join(out_dir, RAW_ITEM_FILE))
 
     calibration = sample_rows(world, preset, min(preset.num_train, CALIBRATION_ROWS),
                               random_stream(seed, CALIBRATION_STREAM))
@@ -234,6 +267,10 @@ def check_out_dir(out_dir, preset: Preset, seed: int, say=print) -> dict | None:
             raise UserError(f"{out_dir}: holds the synthetic dataset preset "
                             f"{report.get('preset')}, seed {report.get('seed')}, not preset "
                             f"{preset.name}, seed {seed}{refuse}")
+        if report.get("generator_version") != GENERATOR_VERSION:
+            say(f"synth: {out_dir} holds preset {preset.name}, seed {seed} made by an older "
+                f"version of the generator: making it again")
+            return None
         if _is_complete(out_dir, preset):
             return report
         say(f"synth: {out_dir} holds an incomplete copy of preset {preset.name}, seed {seed}: "
@@ -365,6 +402,89 @@ def _write_item_info(world: World, schema: Schema, path: str) -> None:
         pq.write_table(table, tmp_path)
 
 
+def raw_item_schema() -> pa.Schema:
+    """The arrow schema of the raw item file, columns in :data:`RAW_ITEM_COLUMNS` order."""
+    types = {ITEM_ID: pa.int64(), ITEM_TITLE: pa.string(), ITEM_TAGS: pa.string(),
+             LIKES_LEVEL: pa.int64(), VIEWS_LEVEL: pa.int64(),
+             TEXT_EMB: pa.list_(pa.float32()), IMAGE_EMB: pa.list_(pa.float32())}
+    return pa.schema([pa.field(name, types[name]) for name in RAW_ITEM_COLUMNS])
+
+
+def _write_raw_items(world: World, schema: Schema, seed: int, path: str) -> None:
+    """Write the raw item file block by block (bounded memory on the full preset)."""
+    setup = random_stream(seed, RAW_ITEM_STREAM)
+    latent_dim = world.item_latent.shape[1]
+    text_map = setup.standard_normal((latent_dim, TEXT_EMB_DIM))
+    image_map = setup.standard_normal((latent_dim, IMAGE_EMB_DIM))
+    vocabulary = _title_vocabulary(world.num_topics, setup)
+    likes_level = item_likes_level(world)
+    views_level = np.rint(world.item_levels[:, 1]).astype(np.int64)
+    arrow_schema = raw_item_schema()
+    with atomic_path(path) as tmp_path, pq.ParquetWriter(tmp_path, arrow_schema) as writer:
+        for block, start in enumerate(range(1, schema.num_items + 1, RAW_BLOCK_ITEMS)):
+            items = np.arange(start, min(start + RAW_BLOCK_ITEMS, schema.num_items + 1))
+            rng = random_stream(seed, RAW_ITEM_STREAM, block + 1)
+            columns = {
+                ITEM_ID: pa.array(items.astype(np.int64)),
+                ITEM_TITLE: _titles(world.item_topic[items], vocabulary, rng),
+                ITEM_TAGS: _tag_strings(world.item_tags[items]),
+                LIKES_LEVEL: pa.array(likes_level[items]),
+                VIEWS_LEVEL: pa.array(views_level[items]),
+                TEXT_EMB: _list_array(_modality_vectors(world.item_latent[items], text_map,
+                                                        TEXT_NOISE, rng), pa.float32()),
+                IMAGE_EMB: _list_array(_modality_vectors(world.item_latent[items], image_map,
+                                                         IMAGE_NOISE, rng), pa.float32()),
+            }
+            writer.write_table(pa.table([columns[name] for name in RAW_ITEM_COLUMNS],
+                                        schema=arrow_schema))
+
+
+def _modality_vectors(latent: np.ndarray, linear_map: np.ndarray, noise: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``latent (n, D) @ linear_map (D, W)`` plus ``N(0, noise²)`` per dim: ``(n, W) float32``."""
+    signal = (latent @ linear_map).astype(np.float32)
+    signal += np.float32(noise) * rng.standard_normal(signal.shape, dtype=np.float32)
+    return signal
+
+
+def _title_vocabulary(num_topics: int, rng: np.random.Generator) -> pa.Array:
+    """Distinct pseudo-words: ``WORDS_PER_TOPIC`` per topic (topic k's at
+    ``k * WORDS_PER_TOPIC ...``), then ``SHARED_WORDS`` shared ones; a string array."""
+    needed = num_topics * WORDS_PER_TOPIC + SHARED_WORDS
+    syllables = np.array(SYLLABLES, dtype=object)
+    words: dict[str, None] = {}
+    while len(words) < needed:
+        picks = syllables[rng.integers(0, len(SYLLABLES), (needed, 3))]
+        for word in picks[:, 0] + picks[:, 1] + picks[:, 2]:
+            words.setdefault(word)
+    return pa.array(list(words)[:needed], pa.string())
+
+
+def _titles(topics: np.ndarray, vocabulary: pa.Array, rng: np.random.Generator) -> pa.Array:
+    """One title per item of ``topics (n,)``: space-separated words, mostly from the topic's
+    vocabulary (see :data:`TITLE_TOPIC_SHARE`); a string array ``(n,)``."""
+    count, width = len(topics), TITLE_WORDS[1]
+    own = topics[:, None] * WORDS_PER_TOPIC + rng.integers(0, WORDS_PER_TOPIC, (count, width))
+    shared = len(vocabulary) - SHARED_WORDS + rng.integers(0, SHARED_WORDS, (count, width))
+    word = np.where(rng.random((count, width)) < TITLE_TOPIC_SHARE, own, shared)
+    length = rng.integers(TITLE_WORDS[0], TITLE_WORDS[1] + 1, count)
+    used = np.arange(width)[None, :] < length[:, None]
+    return _joined_strings(vocabulary.take(pa.array(word[used])), length)
+
+
+def _tag_strings(tags: np.ndarray) -> pa.Array:
+    """Left-padded tag ids ``(n, T)`` as strings of the real ids, space-separated: ``(n,)``."""
+    real = tags > 0
+    tokens = pc.cast(pa.array(tags[real].astype(np.int64)), pa.string())
+    return _joined_strings(tokens, real.sum(axis=1))
+
+
+def _joined_strings(tokens: pa.Array, counts: np.ndarray) -> pa.Array:
+    """Consecutive runs of ``tokens`` (``counts (n,)`` long) joined with spaces: ``(n,)``."""
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pc.binary_join(pa.ListArray.from_arrays(offsets, tokens), " ")
+
+
 def _write_truth(truth: dict, path: str) -> None:
     """``truth.parquet``: split, row (position in the split), click_prob, label."""
     splits, rows, probs, labels = [], [], [], []
@@ -405,6 +525,7 @@ def _oracle_report(preset: Preset, seed: int, intercept: float, truth: dict,
     return {
         "preset": preset.name,
         "seed": int(seed),
+        "generator_version": GENERATOR_VERSION,
         "oracle_auc": oracle,
         "partial_oracle_auc": partial,
         "positive_rate": {split: round(rate, 6) for split, rate in positive_rate.items()},

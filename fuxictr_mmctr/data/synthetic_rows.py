@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fuxictr_mmctr.data.synthetic_world import World
+from fuxictr_mmctr.data.synthetic_world import ITEM_LEVEL_STD, World
 
 #: The last this-many real history items form the short-term (session) part of the history.
 SHORT_TERM_ITEMS = 3
@@ -27,7 +27,8 @@ TARGET_MIX = (0.3, 0.3, 0.4)
 ROW_LEVEL_STD = 2.0
 
 #: Columns of :attr:`Rows.terms`, in order.
-TERM_NAMES = ("short_term", "long_term", "appeal", "item_effect", "likes_views_cross")
+TERM_NAMES = ("short_term", "long_term", "appeal", "item_effect", "likes_views_cross",
+              "history_quality")
 
 #: The parts switched off one at a time for the partial oracles -> the terms they hold.
 PARTS = {
@@ -35,6 +36,7 @@ PARTS = {
     "multimodal": ("appeal",),
     "item_id": ("item_effect",),
     "likes_views_cross": ("likes_views_cross",),
+    "history_levels": ("history_quality",),
 }
 
 
@@ -51,6 +53,7 @@ class ClickModel:
     appeal: float = 0.5
     item_effect: float = 0.5
     likes_views_cross: float = 0.5
+    history_quality: float = 1.0
     positive_rate: float = 0.25
 
     @property
@@ -103,6 +106,7 @@ class Rows:
     views_level: np.ndarray
     item_id: np.ndarray
     terms: np.ndarray
+    session_planted: np.ndarray
 
 
 def sample_rows(world: World, preset, count: int, rng: np.random.Generator,
@@ -129,6 +133,8 @@ def sample_rows(world: World, preset, count: int, rng: np.random.Generator,
 
     item_seq = np.zeros((count, seq_len), dtype=np.int32)
     item_seq[history_row, seq_len - 1 - recency] = history_items
+    session_planted = np.zeros((count, seq_len), dtype=bool)
+    session_planted[history_row, seq_len - 1 - recency] = is_recent & follows
 
     target = _targets(world, user_id, session_topic, rng, cold_target_rate)
     likes_level, views_level = _levels(world, target, preset.schema.level_vocab, rng)
@@ -144,9 +150,11 @@ def sample_rows(world: World, preset, count: int, rng: np.random.Generator,
         world.item_appeal[target],
         world.item_effect[target],
         (likes_level - middle) / (middle / 2) * (views_level - middle) / (middle / 2),
+        _history_quality(world, history_items, row_end, middle),
     ], axis=1)
     return Rows(user_id=user_id.astype(np.int64), item_seq=item_seq, likes_level=likes_level,
-                views_level=views_level, item_id=target, terms=terms)
+                views_level=views_level, item_id=target, terms=terms,
+                session_planted=session_planted)
 
 
 def _long_term_topic(world: World, user_id: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -186,6 +194,26 @@ def _levels(world: World, target: np.ndarray, level_vocab: int, rng: np.random.G
     noisy = world.item_levels[target] + ROW_LEVEL_STD * rng.standard_normal((len(target), 2))
     levels = np.clip(np.rint(noisy), 0, level_vocab - 1).astype(np.int32)
     return levels[:, 0], levels[:, 1]
+
+
+def item_likes_level(world: World) -> np.ndarray:
+    """Per-item likes level as the raw item file shows it: the base level rounded;
+    ``(N+1,) int64`` indexed by item id (row 0, the padding item, is 0)."""
+    return np.rint(world.item_levels[:, 0]).astype(np.int64)
+
+
+def _history_quality(world: World, history_items: np.ndarray, row_end: np.ndarray,
+                     middle: float) -> np.ndarray:
+    """Mean standardised likes level of each row's real history items, ``(R,) float64``.
+
+    ``history_items (n,)`` are the rows' history items concatenated (row r's end at
+    ``row_end[r]``); an item's level is its rounded base likes level (``item_likes_level``),
+    standardised as ``(level - middle) / ITEM_LEVEL_STD``. Rows with no history get 0.
+    """
+    standardised = (item_likes_level(world)[history_items] - middle) / ITEM_LEVEL_STD
+    total = _segment_sum(standardised[:, None], row_end)[:, 0]
+    length = np.diff(np.concatenate([[0], row_end]))
+    return np.divide(total, length, out=np.zeros_like(total), where=length > 0)
 
 
 def _segment_sum(values: np.ndarray, row_end: np.ndarray) -> np.ndarray:

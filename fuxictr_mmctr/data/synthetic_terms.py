@@ -4,7 +4,8 @@ The generator is deterministic per (preset, seed, split block), so the click-mod
 valid/test row can be drawn again without storing them. Regressing a model's logits on those
 terms gives one coefficient per part: a model that reads a part correctly gets about the true
 coefficient (``ClickModel``), a model that misses it gets about 0. ``benchmarks/term_recovery.py``
-prints this for a scores CSV.
+prints this for a scores CSV. :func:`split_session_planted` redraws, the same way, which history
+positions of each row were planted as the session topic (for inspecting attention).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 
-from fuxictr_mmctr.data.schema import ITEM_ID
+from fuxictr_mmctr.data.schema import ITEM_ID, ITEM_SEQ
 from fuxictr_mmctr.data.synthetic import (ORACLE_FILE, PRESETS, WORLD_STREAM, random_stream,
                                           split_blocks)
 from fuxictr_mmctr.data.synthetic_rows import TERM_NAMES
@@ -29,6 +30,30 @@ def split_terms(folder: str, split: str = "valid") -> np.ndarray:
     checked against the split file, so data from another generator version is an error, not a
     silent mismatch.
     """
+    return np.concatenate([rows.terms for rows in _redrawn_blocks(folder, split)])
+
+
+def split_session_planted(folder: str, split: str = "valid") -> np.ndarray:
+    """Which history positions of ``folder``'s ``split`` were planted as the session topic:
+    ``(R, L) bool``, aligned with the ``item_seq`` columns (see ``Rows.session_planted``).
+
+    Redrawn from the seeded generator like :func:`split_terms`; both the target items and
+    ``item_seq`` are checked against the split file. Generator truth for inspecting attention:
+    nothing a model reads holds it.
+    """
+    blocks = _redrawn_blocks(folder, split)
+    split_path = os.path.join(folder, f"{split}.parquet")
+    item_seq = pq.read_table(split_path, columns=[ITEM_SEQ]).column(ITEM_SEQ).combine_chunks()
+    written = item_seq.flatten().to_numpy().reshape(len(item_seq), -1)
+    if not np.array_equal(np.concatenate([rows.item_seq for rows in blocks]), written):
+        raise UserError(f"{split_path}: column {ITEM_SEQ} differs from what the generator draws; "
+                        f"was it made by another version of the generator?")
+    return np.concatenate([rows.session_planted for rows in blocks])
+
+
+def _redrawn_blocks(folder: str, split: str) -> list:
+    """The ``Rows`` blocks of ``split`` drawn again from the preset and seed in ``oracle.json``,
+    after checking that their target items equal the split file's."""
     oracle_path = os.path.join(folder, ORACLE_FILE)
     if not os.path.exists(oracle_path):
         raise UserError(f"{oracle_path} not found: terms exist only for `fuxictr-mmctr synth` data")
@@ -48,7 +73,8 @@ def split_terms(folder: str, split: str = "valid") -> np.ndarray:
     if not np.array_equal(drawn, item_id):
         raise UserError(f"{split_path}: rows differ from what preset {preset.name} seed {seed} "
                         f"draws; was it made by another version of the generator?")
-    return np.concatenate([rows.terms for rows in blocks])
+    return blocks
+
 
 def term_coefficients(terms: np.ndarray, scores: np.ndarray) -> dict:
     """Least squares of ``logit(scores) (R,)`` on ``[1, terms] (R, T)``.

@@ -32,7 +32,7 @@ from fuxictr_mmctr.data.schema import (
     pyarrow_schema,
     split_file,
 )
-from fuxictr_mmctr.data.synthetic import ORACLE_FILE, PRESETS, TRUTH_FILE, generate
+from fuxictr_mmctr.data.synthetic import ORACLE_FILE, PRESETS, RAW_ITEM_FILE, TRUTH_FILE, generate
 from fuxictr_mmctr.data.validate import validate_dataset
 from fuxictr_mmctr.errors import UserError
 
@@ -40,7 +40,8 @@ TINY = PRESETS["tiny"]
 #: tiny's items and users with larger valid/test splits, so AUC gaps are measured precisely.
 MEDIUM = dataclasses.replace(TINY, name="medium", num_train=20_000, num_valid=20_000,
                              num_test=20_000)
-PARTS = ("no_history", "no_multimodal", "no_item_id", "no_likes_views_cross")
+PARTS = ("no_history", "no_multimodal", "no_item_id", "no_likes_views_cross",
+         "no_history_levels")
 
 
 def read(folder, table: str):
@@ -150,7 +151,7 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     generate("tiny", seed=8, out_dir=str(tmp_path / "c"), verbose=False)
     first, second, other = (file_hashes(tmp_path / name) for name in "abc")
     assert set(first) == {split_file(name) for name in SPLITS + (ITEM_INFO,)} | {
-        "schema.json", TRUTH_FILE}
+        "schema.json", TRUTH_FILE, RAW_ITEM_FILE}
     assert first == second
     for name in first:
         if name != "schema.json":
@@ -175,8 +176,8 @@ def test_interrupted_run_leaves_no_partial_file_and_no_stale_mix(tmp_path, monke
         generate(small_blocks, seed=2, out_dir=folder, verbose=False)
     left = set(os.listdir(folder))
     assert not [name for name in left if name.startswith(".tmp")]
-    # The new item table is complete; the half-written train split and the old splits are gone.
-    assert left == {split_file(ITEM_INFO), "schema.json"}
+    # The new item tables are complete; the half-written train split and the old splits are gone.
+    assert left == {split_file(ITEM_INFO), RAW_ITEM_FILE, "schema.json"}
 
 
 def test_unknown_preset_and_bad_seed_are_user_errors(tmp_path):
