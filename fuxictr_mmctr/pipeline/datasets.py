@@ -55,13 +55,13 @@ def synthetic_seed(params: dict) -> int:
 def _synthetic_is_stale(params: dict, folder: str) -> bool:
     """Whether a generated dataset differs from what its config asks for now.
 
-    Compares the seed in ``oracle.json`` and the train row count (parquet metadata, no data
-    read) with the preset, so data made by an older release of a preset is made again rather
-    than silently reused.
+    Compares the seed and the generator version in ``oracle.json`` and the train row count
+    (parquet metadata, no data read) with the preset, so data made by an older release of a
+    preset is made again rather than silently reused.
     """
     import pyarrow.parquet as pq
 
-    from fuxictr_mmctr.data.synthetic import PRESETS
+    from fuxictr_mmctr.data.synthetic import GENERATOR_VERSION, PRESETS
 
     preset = PRESETS.get(params["synthetic_preset"])
     if preset is None:
@@ -74,6 +74,7 @@ def _synthetic_is_stale(params: dict, folder: str) -> bool:
         return True
     stale = (report.get("preset") != preset.name
              or report.get("seed") != synthetic_seed(params)
+             or report.get("generator_version") != GENERATOR_VERSION
              or train_rows != preset.split_rows("train"))
     if stale:
         logging.info("Synthetic dataset in %s does not match preset=%s seed=%s: making it again",

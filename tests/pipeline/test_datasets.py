@@ -46,3 +46,37 @@ def test_data_with_another_row_count_is_made_again(tmp_path):
     pq.write_table(table.slice(0, 100), params["train_data"])  # as an older, smaller preset
     ensure_dataset(params)
     assert pq.ParquetFile(params["train_data"]).metadata.num_rows == PRESETS["tiny"].num_train
+
+
+def test_data_of_an_older_generator_is_made_again(tmp_path):
+    """Data written before the generator last changed (its click model, its files) is stale even
+    when preset, seed and row counts match."""
+    from fuxictr_mmctr.data.synthetic import GENERATOR_VERSION, RAW_ITEM_FILE
+
+    folder = str(tmp_path / "tiny")
+    params = tiny_params(folder)
+    ensure_dataset(params)
+    report = read_oracle(folder)
+    assert report["generator_version"] == GENERATOR_VERSION
+    del report["generator_version"]  # as written by the release before versioning
+    with open(os.path.join(folder, "oracle.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle)
+    os.remove(os.path.join(folder, RAW_ITEM_FILE))
+    ensure_dataset(params)
+    assert read_oracle(folder)["generator_version"] == GENERATOR_VERSION
+    assert os.path.exists(os.path.join(folder, RAW_ITEM_FILE))
+
+
+def test_synth_does_not_call_older_generator_data_up_to_date(tmp_path):
+    from fuxictr_mmctr.data.synthetic import check_out_dir, generate
+
+    folder = str(tmp_path / "tiny")
+    generate("tiny", seed=3, out_dir=folder, verbose=False)
+    assert check_out_dir(folder, PRESETS["tiny"], 3, say=lambda _: None) is not None
+    report = read_oracle(folder)
+    report["generator_version"] = 0
+    with open(os.path.join(folder, "oracle.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle)
+    said = []
+    assert check_out_dir(folder, PRESETS["tiny"], 3, say=said.append) is None
+    assert "older version of the generator" in said[0]
