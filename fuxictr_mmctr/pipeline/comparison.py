@@ -73,14 +73,23 @@ class Comparison:
 # ---------------------------------------------------------------------- planning
 def plan_runs(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int,
               out_dir: str) -> list[PlannedRun]:
-    """``expids x num_seeds`` runs; a config error or another dataset is the run's failure."""
+    """``expids x num_seeds`` runs; a config error or another dataset is the run's failure.
+
+    Synthetic data is generated here, once per dataset, before any run starts: runs in
+    parallel processes must not generate the same folder at the same time.
+    """
+    from fuxictr_mmctr.pipeline.datasets import ensure_dataset
     from fuxictr_mmctr.pipeline.experiment import load_params
 
     runs_dir = os.path.join(out_dir, "runs")
-    runs = []
+    runs, data_ready = [], {}
     for expid in expids:
         try:
-            base_seed = int(load_params(config_dir, expid).get("seed", 2025))
+            params = load_params(config_dir, expid)
+            base_seed = int(params.get("seed", 2025))
+            if params["dataset_id"] == dataset_id and dataset_id not in data_ready:
+                ensure_dataset(params)
+                data_ready[dataset_id] = True
         except UserError as error:
             runs.append(_failed_plan(runs_dir, expid, 0, str(error)))
             continue
