@@ -28,7 +28,11 @@ from fuxictr_mmctr.errors import UserError, exit_on_user_error
 #: Metrics every compared run reports (the expid's own ``metrics`` are replaced).
 COMPARISON_METRICS = ["AUC", "gAUC", "logloss"]
 #: Keys that name or place a run without changing what it computes: left out of the hash.
-UNHASHED_KEYS = ("gpu", "model_id", "verbose", "model_root")
+#: (``packed_history`` skips padding exactly: the same run, only faster.)
+UNHASHED_KEYS = ("gpu", "model_id", "verbose", "model_root", "packed_history")
+#: Keys whose value here means "as if the key were absent": a config that spells them out
+#: hashes like one that does not, so adding a switch to ``Base`` keeps recorded runs.
+NEUTRAL_VALUES = {"precision": "fp32", "compile": False}
 
 
 def seeded_overrides(expid: str, seed: int) -> dict:
@@ -56,7 +60,8 @@ def data_identity(params: dict) -> dict:
 def config_hash(params: dict) -> str:
     """Hash of a run's checked params (naming keys left out) and its data identity: a recorded
     run is reused only while both are unchanged."""
-    kept = {key: value for key, value in params.items() if key not in UNHASHED_KEYS}
+    kept = {key: value for key, value in params.items() if key not in UNHASHED_KEYS
+            and not (key in NEUTRAL_VALUES and value == NEUTRAL_VALUES[key])}
     text = json.dumps({"params": kept, "data": data_identity(params)}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
