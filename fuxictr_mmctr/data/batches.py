@@ -6,6 +6,12 @@ with one ``index_select`` per column. On CUDA the gather writes into pinned host
 ``non_blocking``; int32 becomes int64 on the device, after the transfer, which halves the
 bytes moved. With ``on_device=True`` the whole split lives on the device and batches are
 gathered there (MicroLens train is ~1.5 GB as int32).
+
+With ``trim_history=True`` each batch's history is cut to its longest real history: histories
+are left-padded, so the leading columns that are padding in every row of the batch are dropped
+(the width is rounded up to the bucket ladder of :mod:`fuxictr_mmctr.layers.packing`, so there
+are only a few distinct widths). Each row's span is computed once, on the host, when the loader
+is made; no batch needs a device sync to know its width.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import numpy as np
 import torch
 
 from fuxictr_mmctr.data.schema import ITEM_SEQ
+from fuxictr_mmctr.errors import UserError
 
 
 class BatchLoader:
@@ -38,17 +45,23 @@ class BatchLoader:
             each epoch when shuffled), so all ranks run the same number of steps, as DDP
             training needs.
         on_device: hold the whole split on ``device`` and gather there.
-        pin_memory: gather into pinned host memory (default: when ``device`` is CUDA).
+        pin_memory: gather into pinned host memory (default ``None``: when ``device`` is CUDA
+            and the split is not on the device; ``True`` elsewhere is a :class:`UserError`).
+        trim_history: drop the leading columns of ``item_seq`` that are padding in every row of
+            the batch (exact for models whose output does not depend on padding, see
+            :func:`fuxictr_mmctr.layers.packing.history_trim_exact`).
 
-    Each batch is ``{"user_id": (B,) int64, "item_id": (B,) int64, "item_seq": (B, max_len)
-    int64, "likes_level": (B,) int64, "views_level": (B,) int64, "label": (B,) float32}``
-    (``label`` only for labelled splits). :meth:`row_indices` says which rows, in order.
+    Each batch is ``{"user_id": (B,) int64, "item_id": (B,) int64, "item_seq": (B, W) int64,
+    "likes_level": (B,) int64, "views_level": (B,) int64, "label": (B,) float32}`` (``label``
+    only for labelled splits), ``W = max_len`` (or the split's width) unless ``trim_history``.
+    :meth:`row_indices` says which rows, in order.
     """
 
     def __init__(self, split, batch_size: int, shuffle: bool = False, seed: int = 0,
                  max_len: int | None = None, device="cpu", drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, on_device: bool = False,
-                 pin_memory: bool | None = None, even_shards: bool = False):
+                 pin_memory: bool | None = None, even_shards: bool = False,
+                 trim_history: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -62,8 +75,7 @@ class BatchLoader:
         self.rank, self.world_size = rank, world_size
         self.even_shards = even_shards
         self.on_device = on_device
-        self.pin_memory = (self.device.type == "cuda" if pin_memory is None else pin_memory) \
-            and torch.cuda.is_available() and not on_device
+        self.pin_memory = _pinning(pin_memory, self.device, on_device)
         self.num_rows = split.num_rows
         self.epoch = 0
         self.max_len = max_len
@@ -71,6 +83,9 @@ class BatchLoader:
             warnings.simplefilter("ignore", UserWarning)
             self._columns = {name: torch.from_numpy(_recent_columns(name, array, max_len))
                              for name, array in split.columns.items()}
+        self.trim_history = bool(trim_history) and ITEM_SEQ in self._columns
+        self._spans = (span_of_rows(self._columns[ITEM_SEQ].numpy()) if self.trim_history
+                       else None)
         if on_device:
             self._columns = {name: column.to(self.device) for name, column in self._columns.items()}
         self._pinned = _PinnedBuffers() if self.pin_memory else None
@@ -104,15 +119,27 @@ class BatchLoader:
         return rows // self.batch_size if self.drop_last else math.ceil(rows / self.batch_size)
 
     def __iter__(self):
-        indices = torch.from_numpy(self.row_indices())
+        host_indices = self.row_indices()
+        indices = torch.from_numpy(host_indices)
         if self.on_device:
             indices = indices.to(self.device)
         for step in range(len(self)):
-            yield self._batch(indices[step * self.batch_size:(step + 1) * self.batch_size])
+            chunk = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            yield self._batch(indices[chunk], host_indices[chunk])
 
-    def _batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def history_width(self, host_rows: np.ndarray) -> int | None:
+        """Width of the batch of ``host_rows`` after trimming (``None``: not trimmed)."""
+        if not self.trim_history:
+            return None
+        length = self._columns[ITEM_SEQ].shape[1]
+        return trimmed_width(int(self._spans[host_rows].max(initial=0)), length)
+
+    def _batch(self, rows: torch.Tensor, host_rows: np.ndarray) -> dict[str, torch.Tensor]:
         batch = {}
+        width = self.history_width(host_rows)
         for name, column in self._columns.items():
+            if name == ITEM_SEQ and width is not None:
+                column = column[:, column.shape[1] - width:]   # leading columns: padding only
             if self._pinned is not None:
                 host = self._pinned.gather(name, column, rows)
             else:
@@ -136,16 +163,18 @@ class _PinnedBuffers:
         self.turn = 0
 
     def gather(self, name, column: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``column[rows]`` written into a pinned buffer (its width may change per batch)."""
         slot = self.turn % 2
         if self.events[slot] is not None:
             self.events[slot].synchronize()
             self.events[slot] = None
         shape = (len(rows),) + tuple(column.shape[1:])
+        size = math.prod(shape)
         buffer = self.buffers.get((name, slot))
-        if buffer is None or buffer.shape[0] < shape[0]:
-            buffer = torch.empty(shape, dtype=column.dtype).pin_memory()
+        if buffer is None or buffer.numel() < size:
+            buffer = torch.empty(size, dtype=column.dtype).pin_memory()
             self.buffers[(name, slot)] = buffer
-        out = buffer[:shape[0]]
+        out = buffer[:size].view(shape)
         torch.index_select(column, 0, rows, out=out)
         return out
 
@@ -154,6 +183,56 @@ class _PinnedBuffers:
         event.record()
         self.events[self.turn % 2] = event
         self.turn += 1
+
+
+#: Narrowest width of the bucket ladder (``fuxictr_mmctr.layers.packing``): below it the cost
+#: of one more group outweighs the padding positions it saves.
+MIN_BUCKET_WIDTH = 8
+
+
+def bucket_ladder(length: int, min_width: int = MIN_BUCKET_WIDTH) -> list[int]:
+    """Bucket widths for histories of ``length`` positions: powers of two from ``min_width``,
+    then ``length`` itself (``100 -> [8, 16, 32, 64, 100]``; ``6 -> [6]``)."""
+    widths, width = [], min(int(min_width), int(length))
+    while width < length:
+        widths.append(width)
+        width *= 2
+    widths.append(int(length))
+    return widths
+
+
+def trimmed_width(longest_span: int, length: int, min_width: int = MIN_BUCKET_WIDTH) -> int:
+    """The ladder width that holds ``longest_span`` positions (at least one column is kept)."""
+    for width in bucket_ladder(length, min_width):
+        if width >= max(int(longest_span), 1):
+            return width
+    return int(length)
+
+
+def span_of_rows(item_seq: np.ndarray) -> np.ndarray:
+    """Positions from each row's first real item to the end: ``(N, L) int -> (N,) int16``
+    (padding id 0; 0 for an empty row). Left padding makes it the row's length."""
+    rows, length = item_seq.shape
+    spans = np.zeros(rows, dtype=np.int16)
+    chunk = 1 << 16
+    for start in range(0, rows, chunk):
+        real = np.asarray(item_seq[start:start + chunk]) != 0
+        first = real.argmax(axis=1)
+        spans[start:start + chunk] = np.where(real.any(axis=1), length - first, 0)
+    return spans
+
+
+def _pinning(pin_memory: bool | None, device: torch.device, on_device: bool) -> bool:
+    """Whether batches are gathered into pinned host memory; an impossible request is an error."""
+    if pin_memory is None:
+        return device.type == "cuda" and not on_device
+    if pin_memory and device.type != "cuda":
+        raise UserError(f"loader pin_memory: True needs a CUDA device (batches go to {device}); "
+                        f"leave it out: batches for a GPU are pinned by default")
+    if pin_memory and on_device:
+        raise UserError("loader on_device and pin_memory exclude each other: a split held on "
+                        "the device is never copied from the host")
+    return bool(pin_memory)
 
 
 def _recent_columns(name: str, array: np.ndarray, max_len: int | None) -> np.ndarray:

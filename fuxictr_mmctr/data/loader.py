@@ -31,8 +31,8 @@ from fuxictr_mmctr.data.arrays import ITEM_ID_COLUMNS, read_columns
 from fuxictr_mmctr.data.batches import BatchLoader
 from fuxictr_mmctr.errors import UserError, location
 
-__all__ = ["BatchLoader", "SplitArrays", "VALIDATION_MODES", "check_validation", "load_split",
-           "validation_mode"]
+__all__ = ["BatchLoader", "LOADER_OPTIONS", "SplitArrays", "VALIDATION_MODES", "check_validation",
+           "load_split", "loader_options", "validation_mode"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,47 @@ def check_validation(mode) -> str:
         return mode.lower()
     raise UserError(f"dataset config: validation {mode!r} is not one of "
                     f"{', '.join(VALIDATION_MODES)}")
+
+
+#: The dataset config's ``loader:`` block: option -> (default, what it does).
+LOADER_OPTIONS = {
+    "on_device": (False, "hold each split in the model device's memory and gather batches there"),
+    "pin_memory": (None, "gather batches into pinned host memory (default: on for a GPU)"),
+    "drop_last": (False, "skip the last, short training batch of each epoch"),
+}
+
+
+def loader_options(params: dict) -> dict:
+    """The dataset config's ``loader:`` block with defaults filled in, checked:
+    ``{"on_device": bool, "pin_memory": bool | None, "drop_last": bool}``.
+
+    ``pin_memory: null`` (the default) pins for a GPU; ``drop_last`` applies to training
+    batches only (evaluation always sees every row). A mistake is one :class:`UserError` line.
+    """
+    block = params.get("loader")
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise UserError(f"dataset config: loader must be a mapping of "
+                        f"{', '.join(LOADER_OPTIONS)}, got {block!r}")
+    options = {name: default for name, (default, _) in LOADER_OPTIONS.items()}
+    for name, value in block.items():
+        if name not in LOADER_OPTIONS:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), list(LOADER_OPTIONS), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UserError(f"dataset config: unknown loader option {name!r}{hint} (known: "
+                            f"{', '.join(LOADER_OPTIONS)})")
+        nullable = LOADER_OPTIONS[name][0] is None
+        if not isinstance(value, bool) and not (nullable and value is None):
+            raise UserError(f"dataset config: loader {name} must be True or False"
+                            f"{' or null' if nullable else ''}, got {value!r}")
+        options[name] = value
+    if options["on_device"] and options["pin_memory"]:
+        raise UserError("dataset config: loader on_device and pin_memory exclude each other (a "
+                        "split held on the device is never copied from the host)")
+    return options
 
 
 def check_item_rows(columns: dict, item_rows: int, path) -> None:

@@ -7,9 +7,15 @@ import torch
 from torch import nn
 
 from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.layers.packing import (
+    PackableHistory,
+    packing_allowed,
+    real_positions,
+    scatter_positions,
+)
 
 
-class ReLUTargetAttention(nn.Module):
+class ReLUTargetAttention(PackableHistory, nn.Module):
     r"""Target attention over the history, ReLU instead of softmax, plus the target (residual).
 
     With ``t`` the target item ``(D)``, ``h_i`` the history items ``(D)``, ``m_i`` the history
@@ -24,6 +30,12 @@ class ReLUTargetAttention(nn.Module):
     factor, a negative score gives weight 0, and so does padding (``m_i = 0``). A history with
     no positive score (or no real item) gives ``out = W_o 0 + t``: the target itself (plus
     ``W_o``'s bias), finite.
+
+    Packing (``packed``, on by default): padding has weight exactly 0, so the keys and values
+    are computed at the real positions only (the real ``(row, column)`` pairs,
+    :func:`~fuxictr_mmctr.layers.packing.real_positions`) and summed per row: the same output up
+    to float rounding, for a fraction of the cost of ``W_k`` and ``W_v`` (median 6 of 100
+    positions on MicroLens).
 
     QIN (2nd place, WWW 2025 MMCTR challenge) uses ``A = 2D`` (384 -> 768) and, in the run that
     reached valid AUC 0.9701, ``W_o`` without bias.
@@ -64,11 +76,35 @@ class ReLUTargetAttention(nn.Module):
     def weights(self, target: torch.Tensor, history: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """``a_i = ReLU(s_i * m_i)``: ``(B, D), (B, L, D), (B, L) bool -> (B, L)``."""
+        if self.packed and packing_allowed():
+            rows, columns = real_positions(mask)
+            real_weights = self._real_weights(target, history, rows, columns)
+            return scatter_positions(real_weights, rows, columns, mask.shape)
         return torch.relu(self.scores(target, history) * mask.to(history.dtype))
 
     def forward(self, target: torch.Tensor, history: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """``(B, D), (B, L, D), (B, L) bool -> (B, D)``."""
+        if self.packed and packing_allowed():
+            return self.W_o(self._packed_pool(target, history, mask)) + target
         weights = self.weights(target, history, mask).unsqueeze(-2)     # (B, 1, L)
         pooled = torch.matmul(weights, self.W_v(history)).squeeze(-2)   # (B, A)
         return self.W_o(pooled) + target
+
+    def _real_weights(self, target: torch.Tensor, history: torch.Tensor, rows: torch.Tensor,
+                      columns: torch.Tensor) -> torch.Tensor:
+        """``a_i`` at the ``N`` real positions ``(rows, columns)``: ``(N,)``."""
+        query = self.W_q(target)[rows]                                  # (N, A)
+        keys = self.W_k(history[rows, columns])                         # (N, A)
+        return torch.relu((keys * query).sum(dim=-1) / self.scale)
+
+    def _packed_pool(self, target: torch.Tensor, history: torch.Tensor,
+                     mask: torch.Tensor) -> torch.Tensor:
+        """``sum_i a_i v_i`` over real positions only: ``(B, D), (B, L, D), (B, L) bool ->
+        (B, A)``."""
+        rows, columns = real_positions(mask)
+        weights = self._real_weights(target, history, rows, columns)     # (N,)
+        values = self.W_v(history[rows, columns])                        # (N, A)
+        weighted = (weights.unsqueeze(-1) * values).float()              # sums in float32
+        pooled = weighted.new_zeros(target.shape[0], self.attention_dim)
+        return pooled.index_add(0, rows, weighted).to(values.dtype)

@@ -11,6 +11,12 @@ from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
 
 from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.layers.packing import (
+    PackableHistory,
+    packing_allowed,
+    real_positions,
+    scatter_positions,
+)
 
 NORMALIZATIONS = ("none", "softmax")
 
@@ -26,7 +32,7 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.any(dim=-1, keepdim=True), weights, torch.zeros_like(weights))
 
 
-class TargetAttentionPooling(nn.Module):
+class TargetAttentionPooling(PackableHistory, nn.Module):
     """DIN's activation unit: target-aware weighted sum of the history.
 
     For target ``t (D)`` and history items ``h_i (D)``, ``i = 1..L``, with ``m_i`` the mask::
@@ -40,6 +46,13 @@ class TargetAttentionPooling(nn.Module):
     ``Linear(., 1)``), run on the flattened ``(B * L, 4D)`` pairs, so batch-normalising
     activations such as ``Dice`` work too (their statistics then include padding positions,
     as in FuxiCTR's ``DIN_Attention``).
+
+    Packing (``packed``, on by default): the scores are computed at real positions only (the
+    real ``(row, column)`` pairs, :func:`~fuxictr_mmctr.layers.packing.real_positions`) and are 0
+    elsewhere, which the mask makes them anyway: the same weights up to float rounding, for a
+    fraction of the MLP's cost (median 6 of 100 positions on MicroLens). Exact unless the MLP
+    normalises over the batch (``Dice``: its batch statistics include padding positions), so
+    ``packable`` is false then.
 
     Args:
         item_dim: ``D``, the width of target and history items.
@@ -71,19 +84,43 @@ class TargetAttentionPooling(nn.Module):
         self.scorer = MLP_Block(input_dim=4 * self.item_dim, hidden_units=list(hidden_units),
                                 hidden_activations=activation, output_dim=1,
                                 dropout_rates=dropout)
+        activations = activation if isinstance(activation, (list, tuple)) else [activation]
+        self.packable = not any(str(name).lower() == "dice" for name in activations)
+
+    #: Why :attr:`packable` is false (a Dice activation).
+    unpackable_reason = "Dice normalises over every position of the batch, padding included"
+
+    def pair_features(self, target_emb: torch.Tensor, history_emb: torch.Tensor) -> torch.Tensor:
+        """The scoring MLP's input ``[t || h || t - h || t * h]``: ``(..., D), (..., D) ->
+        (..., 4D)``."""
+        return torch.cat([target_emb, history_emb, target_emb - history_emb,
+                          target_emb * history_emb], dim=-1)
 
     def scores(self, target_emb: torch.Tensor, history_emb: torch.Tensor) -> torch.Tensor:
         """Raw scores ``s``: ``(B, D), (B, L, D) -> (B, L)``, before masking."""
         batch, length, width = history_emb.shape
         target = target_emb.unsqueeze(1).expand(-1, length, -1)
-        pairs = torch.cat([target, history_emb, target - history_emb, target * history_emb],
-                          dim=-1)
+        pairs = self.pair_features(target, history_emb)
         return self.scorer(pairs.reshape(batch * length, 4 * width)).view(batch, length)
+
+    def packed_scores(self, target_emb: torch.Tensor, history_emb: torch.Tensor,
+                      history_mask: torch.Tensor) -> torch.Tensor:
+        """Scores at real positions, 0 at padding: ``(B, D), (B, L, D), (B, L) bool -> (B, L)``.
+
+        The MLP runs on the ``N`` real pairs only (``(N, 4D)``).
+        """
+        rows, columns = real_positions(history_mask)
+        pairs = self.pair_features(target_emb[rows], history_emb[rows, columns])    # (N, 4D)
+        return scatter_positions(self.scorer(pairs).squeeze(-1), rows, columns,
+                                 history_mask.shape)
 
     def attention_weights(self, target_emb: torch.Tensor, history_emb: torch.Tensor,
                           history_mask: torch.Tensor) -> torch.Tensor:
         """The pooling weights ``w``: ``(B, D), (B, L, D), (B, L) bool -> (B, L)``."""
-        scores = self.scores(target_emb, history_emb)
+        if self.packed and packing_allowed():
+            scores = self.packed_scores(target_emb, history_emb, history_mask)
+        else:
+            scores = self.scores(target_emb, history_emb)
         if self.normalization == "softmax":
             return masked_softmax(scores, history_mask)
         return scores * history_mask.to(scores.dtype)

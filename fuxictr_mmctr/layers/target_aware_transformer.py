@@ -5,10 +5,11 @@ import torch
 from torch import nn
 
 from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.layers.packing import PackableHistory, encode_in_buckets, packing_allowed
 from fuxictr_mmctr.layers.sequence import keep_one_key, last_k, masked_max
 
 
-class TargetAwareTransformer(nn.Module):
+class TargetAwareTransformer(PackableHistory, nn.Module):
     r"""Transformer encoder over history items, each concatenated with the target item.
 
     With ``h_i`` the history item representations (``D`` wide), ``t`` the target's and
@@ -34,6 +35,18 @@ class TargetAwareTransformer(nn.Module):
     positions are zeroed. A row without padding would have every key ignored: as in the published
     code its last position is un-ignored, which keeps it finite (no NaN). Consequence: for any
     history shorter than ``L`` the output does not depend on the history items at all.
+
+    Packing (``packed``, on by default with the correct mask): with the correct mask the
+    outputs at real positions do not depend on padding, so padding need not be computed. Rows
+    are grouped by their span (positions from the first real item to the end) into widths
+    ``8, 16, 32, ..., L`` and each group runs the encoder and the pooling on its last ``w``
+    columns only (:func:`~fuxictr_mmctr.layers.packing.encode_in_buckets`); the skipped columns
+    are padding, whose outputs are zeroed anyway, and the last-k block is left-padded with
+    zeros when ``w < k``. Same result as the unpacked encoder up to float
+    rounding, same batch composition; ``packed = False`` runs the unpacked encoder (needed to
+    read attention weights of the whole padded sequence through ``layer.self_attn`` hooks: a
+    packed forward calls each layer once per group). The legacy mask depends on padding and
+    never packs (``packable`` is false; setting ``packed = True`` is an error).
 
     Args:
         item_dim: width ``D`` of one item representation.
@@ -78,6 +91,14 @@ class TargetAwareTransformer(nn.Module):
                                 else None)
         self.output_dim = (first_k_cols + int(concat_max_pool)) * self.token_dim
 
+    #: Why :attr:`packable` is false (the legacy mask).
+    unpackable_reason = "legacy_mask makes its output depend on the padding"
+
+    @property
+    def packable(self) -> bool:
+        """Whether skipping padding is exact: with the correct mask only."""
+        return not self.legacy_mask
+
     def forward(self, target_emb: torch.Tensor, history_emb: torch.Tensor,
                 history_mask: torch.Tensor) -> torch.Tensor:
         """``(B, D)``, ``(B, L, D)``, ``(B, L) bool`` -> ``(B, output_dim)``."""
@@ -102,9 +123,27 @@ class TargetAwareTransformer(nn.Module):
         return keep_one_key(~history_mask), history_mask
 
     def encode(self, tokens: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
-        """Encoder + pooling on ready tokens: ``(B, L, T)``, ``(B, L) bool -> (B, output_dim)``."""
+        """Encoder + pooling on ready tokens: ``(B, L, T)``, ``(B, L) bool -> (B, output_dim)``.
+
+        Packed, rows are encoded and pooled in groups over their last columns only
+        (:func:`~fuxictr_mmctr.layers.packing.encode_in_buckets`).
+        """
         key_padding_mask, kept = self.attention_masks(history_mask)
-        encoded = self.encoder(tokens, src_key_padding_mask=key_padding_mask)
+        if not (self.packed and packing_allowed()):
+            return self.pool(self.encoder(tokens, src_key_padding_mask=key_padding_mask), kept)
+
+        def encode_rows(rows, start):
+            """Encoder outputs of ``rows`` (``None``: all) over columns ``start..``."""
+            part, ignored = ((tokens[:, start:], key_padding_mask[:, start:]) if rows is None
+                             else (tokens[rows, start:], key_padding_mask[rows, start:]))
+            return self.encoder(part, src_key_padding_mask=ignored)
+
+        return encode_in_buckets(encode_rows, kept, self.pool)
+
+    def pool(self, encoded: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """The sequence output from encoder outputs: ``(B, W, T)``, ``(B, W) bool -> (B,
+        output_dim)``: outputs where not ``kept`` zeroed, the last ``k`` flattened (left-padded
+        with zeros when ``W < k``) beside the Linear of the masked max-pool."""
         encoded = encoded.masked_fill(~kept.unsqueeze(-1), 0.0)
         parts = []
         if self.first_k_cols:

@@ -41,6 +41,7 @@ from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.layers.embedding import DEFAULT_INITIALIZER
 from fuxictr_mmctr.layers.input_arch import InputArch, ModelInputs
+from fuxictr_mmctr.layers.packing import apply_packed_history, history_trim_exact
 from fuxictr_mmctr.training.devices import resolve_device
 from fuxictr_mmctr.training.trainer import Trainer, TrainerConfig
 
@@ -70,6 +71,9 @@ class MultimodalRankModel(BaseModel):
         gpu: ``-1`` for the CPU, ``N`` for ``cuda:N`` (an error when there is no such GPU).
         item_table / item_info: the dataset's item table, or the path of item_info.parquet.
         embedding_dim, max_len, use_multimodal, embedding_initializer: of the input stage.
+        packed_history: sequence layers skip history padding wherever that is exact
+            (:mod:`fuxictr_mmctr.layers.packing`); ``trims_history`` then tells the loader that
+            it may drop a batch's all-padding columns.
         embedding_regularizer, net_regularizer: FuxiCTR regularisers (embeddings / the rest).
         seed: seeds python/numpy/torch before the layers are built.
         task: only ``binary_classification`` (a click) is supported.
@@ -83,7 +87,7 @@ class MultimodalRankModel(BaseModel):
     field_wise = False
 
     def __init__(self, feature_map, model_id=None, gpu=-1, item_table=None, item_info=None,
-                 embedding_dim=64, max_len=None, use_multimodal=True,
+                 embedding_dim=64, max_len=None, use_multimodal=True, packed_history=True,
                  embedding_initializer=DEFAULT_INITIALIZER, embedding_regularizer=None,
                  net_regularizer=None, seed=None, task="binary_classification",
                  model_root="./checkpoints/", **params):
@@ -113,11 +117,13 @@ class MultimodalRankModel(BaseModel):
                                 field_dim=int(embedding_dim) if self.field_wise else None)
         self.max_len = self.inputs.max_len
         self.build(**{name: params[name] for name in self.build_parameters() if name in params})
+        self.packed_layers = apply_packed_history(self, packed_history)
+        self.trims_history = bool(packed_history) and history_trim_exact(self)
         self.reset_parameters()
         self.model_to_device()
         signature = {"model": type(self).__name__, "model_id": self.model_id,
                      "embedding_dim": embedding_dim, "max_len": max_len,
-                     "use_multimodal": use_multimodal,
+                     "use_multimodal": use_multimodal, "packed_history": packed_history,
                      "embedding_initializer": embedding_initializer,
                      "embedding_regularizer": embedding_regularizer,
                      "net_regularizer": net_regularizer, "seed": seed, **params}

@@ -60,21 +60,25 @@ def train_shuffle(params: dict) -> bool:
     return shuffle
 
 
-def make_loader(params: dict, catalogue, path: str, train: bool, device, group=None):
+def make_loader(params: dict, catalogue, path: str, train: bool, device, group=None,
+                trim_history: bool = False):
     """A :class:`BatchLoader` over the parquet at ``path`` with the experiment's settings.
 
     Training batches follow the config's ``shuffle`` and ``batch_size``; evaluation batches are
     in file order with ``eval_batch_size`` (default ``batch_size``). The split is read through
     the catalogue: the dataset's item-id mapping and schema, wherever the file lives. With a
     distributed ``group`` the loader yields this rank's shard; training shards are even, so
-    every rank runs the same number of steps.
+    every rank runs the same number of steps. The dataset config's ``loader:`` block sets
+    ``on_device``, ``pin_memory`` and ``drop_last`` (training batches only);
+    ``trim_history`` (the model's ``trims_history``) drops each batch's all-padding columns.
     """
-    from fuxictr_mmctr.data.loader import BatchLoader
+    from fuxictr_mmctr.data.loader import BatchLoader, loader_options
 
     rank, world_size = (group.rank, group.world_size) if group is not None else (0, 1)
     batch_size = params["batch_size"]
     if not train:  # evaluation batches can be larger: no gradients are kept
         batch_size = params.get("eval_batch_size") or batch_size
+    options = loader_options(params)
     return BatchLoader(
         catalogue.load_split(path),
         batch_size=int(batch_size),
@@ -85,6 +89,10 @@ def make_loader(params: dict, catalogue, path: str, train: bool, device, group=N
         rank=rank,
         world_size=world_size,
         even_shards=train and world_size > 1,
+        on_device=options["on_device"],
+        pin_memory=options["pin_memory"],
+        drop_last=train and options["drop_last"],
+        trim_history=trim_history,
     )
 
 
@@ -180,9 +188,9 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group) -> dict:
         model = build_model(params, feature_map, catalogue)
         model.count_parameters()
         train_loader = make_loader(params, catalogue, params["train_data"], True, model.device,
-                                   group)
+                                   group, trim_history=model.trims_history)
         valid_loader = make_loader(params, catalogue, params["valid_data"], False, model.device,
-                                   group)
+                                   group, trim_history=model.trims_history)
     model.trainer.run_signature["data_files"] = data_fingerprint(params)
     if not resume:
         _forget_previous_run(model, group)
@@ -240,7 +248,8 @@ def _evaluate_test(params: dict, catalogue, model, group):
     test_path = params.get("test_data")
     if not test_path or not os.path.exists(test_path):
         return None, None
-    test_loader = make_loader(params, catalogue, test_path, False, model.device, group)
+    test_loader = make_loader(params, catalogue, test_path, False, model.device, group,
+                              trim_history=model.trims_history)
     labels = test_loader.split.label
     test_result = None
     if labels is not None:

@@ -20,7 +20,10 @@ everything else lives here:
 * DistributedDataParallel (:meth:`Trainer.wrap_distributed`): each rank trains on its shard
   with its own random stream, item tables and other constant buffers are never re-sent, and
   predictions, metrics and the early-stop decision are shared through
-  :mod:`fuxictr_mmctr.training.distributed`; only rank 0 writes files and logs.
+  :mod:`fuxictr_mmctr.training.distributed`; only rank 0 writes files and logs;
+* speed switches (:mod:`fuxictr_mmctr.training.speed`): ``precision`` (autocast of the training
+  forward, a gradient scaler for fp16), ``compile`` (torch.compile with dynamic batch shapes),
+  ``tf32`` and ``fused_optimizer`` on CUDA.
 
 Batches are dicts of tensors already on the model's device (``fuxictr_mmctr.data.batches``).
 """
@@ -44,7 +47,7 @@ from tqdm import tqdm
 from fuxictr_mmctr.data.schema import LABEL, USER_ID
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.training import checkpoint as ckpt
-from fuxictr_mmctr.training import distributed
+from fuxictr_mmctr.training import distributed, speed
 from fuxictr_mmctr.training.early_stopping import EarlyStopping
 from fuxictr_mmctr.training.metrics import evaluate_metrics
 
@@ -55,7 +58,8 @@ BCE_LOSSES = ("binary_crossentropy", "binary_cross_entropy", "bce",
               "binary_cross_entropy_with_logits")
 #: Configuration keys that may change between an interrupted run and its ``--resume``: they
 #: do not change what has been trained so far.
-RESUMABLE_CHANGES = ("epochs", "verbose", "gpu", "eval_batch_size", "num_workers", "debug_mode")
+RESUMABLE_CHANGES = ("epochs", "verbose", "gpu", "eval_batch_size", "num_workers", "debug_mode",
+                     "compile", "loader")
 #: Config fields for which ``null`` means something (no evaluation steps, no clipping, ...).
 _NULLABLE = ("eval_steps", "max_gradient_norm", "group_id", "seed")
 
@@ -81,6 +85,10 @@ class TrainerConfig:
     verbose: int = 1
     group_id: str | None = None
     seed: int | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    tf32: bool = True
+    fused_optimizer: bool = True
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainerConfig":
@@ -107,6 +115,12 @@ class TrainerConfig:
             raise UserError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
         if self.monitor_mode not in ("max", "min"):
             raise UserError(f"monitor_mode must be 'max' or 'min', got {self.monitor_mode!r}")
+        if self.precision not in speed.PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(speed.PRECISIONS)}, got "
+                            f"{self.precision!r}")
+        for key in ("compile", "tf32", "fused_optimizer"):
+            if not isinstance(getattr(self, key), bool):
+                raise UserError(f"{key} must be True or False, got {getattr(self, key)!r}")
 
 
 def optimizer_class(name) -> type:
@@ -119,10 +133,10 @@ def optimizer_class(name) -> type:
     return found
 
 
-def make_optimizer(name, parameters, learning_rate: float) -> torch.optim.Optimizer:
-    """``torch.optim.<name>`` over the trainable ``parameters``."""
+def make_optimizer(name, parameters, learning_rate: float, **options) -> torch.optim.Optimizer:
+    """``torch.optim.<name>`` over the trainable ``parameters`` (``options``: e.g. ``fused``)."""
     return optimizer_class(name)([p for p in parameters if p.requires_grad],
-                                 lr=float(learning_rate))
+                                 lr=float(learning_rate), **options)
 
 
 class Trainer:
@@ -146,7 +160,15 @@ class Trainer:
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.run_signature = dict(run_signature or {})
-        self.optimizer = make_optimizer(config.optimizer, model.parameters(), config.learning_rate)
+        self.autocast_dtype = speed.autocast_dtype(config.precision, self.device)
+        self.scaler = speed.grad_scaler(self.device, self.autocast_dtype)
+        speed.set_tf32(self.device, config.tf32)
+        self.optimizer = make_optimizer(
+            config.optimizer, model.parameters(), config.learning_rate,
+            **speed.optimizer_options(optimizer_class(config.optimizer), self.device,
+                                      config.fused_optimizer))
+        self.compiling = bool(config.compile) and self._compile_available()
+        self._compiled = {}
         self.ddp_module = None
         self.stopper = EarlyStopping(config.monitor, config.monitor_mode,
                                      config.early_stop_patience)
@@ -202,6 +224,9 @@ class Trainer:
         start_epoch, start_batch = (self._load_resume_state() if resume else (0, 0))
         self.optimizer.zero_grad(set_to_none=True)
         self._log(f"Start training: {self.steps_per_epoch} batches/epoch")
+        self._log(f"Speed: precision={self.config.precision}, compile={self.compiling}, "
+                  f"tf32={self.config.tf32 and self.device.type == 'cuda'}, fused optimizer="
+                  f"{bool(self.optimizer.defaults.get('fused'))}")
         for epoch in range(start_epoch, int(epochs)):
             if self.stopper.stopped:
                 break
@@ -242,11 +267,22 @@ class Trainer:
                     break
         batches.close()
 
+    def train_step(self, batch: dict) -> None:
+        """One optimizer step on one batch (forward, backward, clip, step), as ``fit`` makes
+        them; its loss joins the device-side sum. For benchmarks and custom loops."""
+        self.model.train()
+        self._accumulate_gradients(batch, 1.0)
+        self._optimizer_step()
+
     def compute_loss(self, batch: dict) -> torch.Tensor:
         """BCE-with-logits of one batch in float32, plus the model's regulariser and, in training,
-        the auxiliary loss a model may return (``{"aux_loss": scalar}``): a scalar."""
-        module = self.ddp_module if self.ddp_module is not None else self.model
-        output = module(batch)
+        the auxiliary loss a model may return (``{"aux_loss": scalar}``): a scalar.
+
+        The forward runs under autocast at the config's ``precision`` (and compiled with
+        ``compile``); the loss is computed on the float32 logit outside it.
+        """
+        with speed.autocast(self.device, self.autocast_dtype):
+            output = self.forward(batch, training=True)
         loss = F.binary_cross_entropy_with_logits(output["logit"].float().reshape(-1),
                                                   labels_of(batch))
         if self.model.training and output.get("aux_loss") is not None:
@@ -263,15 +299,45 @@ class Trainer:
         skip_all_reduce = self.ddp_module is not None and not sync
         with self.ddp_module.no_sync() if skip_all_reduce else contextlib.nullcontext():
             loss = self.compute_loss(batch)
-            (loss * scale).backward()
+            self.scaler.scale(loss * scale).backward()
         self._loss_sum += loss.detach()
         self._loss_batches += 1
 
     def _optimizer_step(self) -> None:
+        """Clip, step and clear; with fp16 the scaler unscales first and skips steps whose
+        gradients overflowed."""
         if self.config.max_gradient_norm:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_gradient_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ forward (compile)
+    def forward(self, batch: dict, training: bool):
+        """The model's output for ``batch``: through DDP in training when distributed, through
+        ``torch.compile`` when ``compile`` is on (:class:`speed.CompiledForward`)."""
+        module = self.ddp_module if training and self.ddp_module is not None else self.model
+        if not self.compiling:
+            return module(batch)
+        compiled = self._compiled.get(id(module))
+        if compiled is None:
+            compiled = self._compiled[id(module)] = speed.CompiledForward(module)
+        try:
+            return compiled(batch)
+        except speed.compile_errors() as error:
+            self.compiling = False
+            self._warn(f"compile: torch.compile failed ({speed.first_line(error)}); this run "
+                       f"goes on uncompiled")
+            return module(batch)
+
+    def _compile_available(self) -> bool:
+        """Whether torch.compile can run here; if not, one warning line and ``False``."""
+        reason = speed.compile_unavailable(self.device)
+        if reason is not None:
+            self._warn(f"compile: True is not supported here ({reason}); this run trains "
+                       f"uncompiled")
+        return reason is None
 
     def lr_decay(self, factor: float | None = None, min_lr: float = 1e-6) -> float:
         """Multiply every learning rate by ``factor`` (default: the config's
@@ -369,6 +435,8 @@ class Trainer:
             "rng": rng_per_rank,
             "config": ckpt.plain(self.run_signature),
         }
+        if self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
         ckpt.save_atomic(state, self.resume_checkpoint)
 
     def _load_resume_state(self) -> tuple[int, int]:
@@ -386,6 +454,8 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler.is_enabled() and "grad_scaler" in state:
+                self.scaler.load_state_dict(state["grad_scaler"])
         except (RuntimeError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0]
             raise UserError(f"{path}: does not match this model ({first_line})") from None
@@ -468,8 +538,9 @@ class Trainer:
         batches = tqdm(data_generator, file=sys.stdout, mininterval=PROGRESS_INTERVAL_S,
                        disable=self.config.verbose == 0 or not distributed.is_main())
         with torch.no_grad():
-            for batch in batches:
-                outputs["y_pred"].append(self.model(batch)["logit"].reshape(-1).float())
+            for batch in batches:  # float32, whatever the training precision
+                logit = self.forward(batch, training=False)["logit"]
+                outputs["y_pred"].append(logit.reshape(-1).float())
                 if with_labels:
                     outputs["label"].append(labels_of(batch))
                 if group_column is not None:
@@ -507,6 +578,10 @@ class Trainer:
     def _log(self, message: str) -> None:
         if distributed.is_main():
             logging.info(message)
+
+    def _warn(self, message: str) -> None:
+        if distributed.is_main():
+            logging.warning(message)
 
 
 def labels_of(batch: dict) -> torch.Tensor:

@@ -1,0 +1,442 @@
+"""Training throughput of the speed switches: samples/s, peak memory, achieved FLOP rate.
+
+For each model at its challenge configuration (``Transformer_DCN_MicroLens``: the paper's sizes,
+``QIN_MicroLens``, ``DIN_MicroLens``) on the ``full`` synthetic data (MicroLens sizes: 91,717
+items, histories of 100, generated on first use), it times training steps at batch 128, 1024
+and 8192 under
+
+* ``fp32``: float32 (TF32 matmuls and fused Adam on CUDA), the split held on the device;
+* ``bf16``: the same with ``precision: bf16``;
+* ``bf16+compile``: and ``compile: true``;
+* ``bf16+compile+packed``: and ``packed_history: true`` (length buckets / jagged attention,
+  batches trimmed to their longest history). The rows before it run unpacked.
+
+and a **baseline** row, the published configuration's way: batch 128, fp32 without TF32 or
+fused Adam, unpacked, and each batch's item features (tags and frozen vectors of the target and
+of every history item) looked up on the host and copied to the device, as the challenge's
+collator does (here with numpy gathers, cheaper than its pandas lookups: a lower bound on its
+cost; the model still reads the same features from its device-side table).
+
+Each row: training samples/s over ``--seconds`` of steps after warm-up (the batch fetch
+included), peak device memory, model FLOPs per step (forward + backward, counted with
+``torch.utils.flop_counter`` on one eager step of that row's model, so a packed row counts only
+the work it does), the achieved FLOP rate and its fraction of the device's dense bf16 peak.
+
+Writes ``benchmarks/results/gpu_throughput.{md,json}`` naming the device. On a machine without
+a GPU it runs a scaled-down smoke version (the ``_tiny`` expids on the ``tiny`` preset, batch
+128 and 1024, rows fp32, bf16 and bf16+packed: compiling would dominate it) and writes
+``gpu_throughput_cpu_smoke.{md,json}``: those figures are CPU figures, not GPU ones.
+
+    python benchmarks/gpu_throughput.py                       # everything (GPU) / smoke (CPU)
+    python benchmarks/gpu_throughput.py --models Transformer_DCN --batch-sizes 1024 --seconds 5
+    python benchmarks/gpu_throughput.py --budget-s 300        # stop starting rows after 300 s
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import torch  # noqa: E402
+
+from fuxictr_mmctr.data import schema as contract  # noqa: E402
+from fuxictr_mmctr.fileio import write_text_atomic  # noqa: E402
+
+CONFIG_DIR = os.path.join(REPO, "config")
+MODELS = ("Transformer_DCN", "QIN", "DIN")
+#: Variant name -> (precision, compile, packed).
+VARIANTS = {
+    "fp32": ("fp32", False, False),
+    "bf16": ("bf16", False, False),
+    "bf16+compile": ("bf16", True, False),
+    "bf16+compile+packed": ("bf16", True, True),
+    "fp32+packed": ("fp32", False, True),
+    "fp32+compile": ("fp32", True, False),
+    "fp16": ("fp16", False, False),
+    "bf16+packed": ("bf16", False, True),
+    "fp32+compile+packed": ("fp32", True, True),
+}
+#: ``--scale`` -> (expid suffix, synthetic dataset id).
+SCALES = {"paper": ("", "MicroLens_synth_full"), "demo": ("_demo", "MicroLens_synth_demo"),
+          "tiny": ("_tiny", "MicroLens_synth_tiny")}
+#: The rows of a GPU run, and of the CPU smoke run (no compile rows: compiling dominates it).
+GPU_VARIANTS = ("fp32", "bf16", "bf16+compile", "bf16+compile+packed")
+SMOKE_VARIANTS = ("fp32", "bf16", "bf16+packed")
+#: Compiled rows warm up until this many steps in a row compile nothing new (at most 40 steps).
+SETTLED_STEPS = 3
+BASELINE = "baseline: published way (fp32, host-side item lookups)"
+#: Dense bf16 tensor-core peak in FLOP/s by device-name fragment (first match wins).
+BF16_PEAK = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
+             ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated model names (their <Model>_MicroLens expids)")
+    parser.add_argument("--batch-sizes", default=None,
+                        help="comma-separated (default 128,1024,8192; CPU smoke 128,1024)")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated, from {', '.join(VARIANTS)} (default "
+                             f"{','.join(GPU_VARIANTS)}; CPU smoke {','.join(SMOKE_VARIANTS)})")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="timed seconds per row (default 3 on GPU, 1.5 CPU smoke)")
+    parser.add_argument("--max-steps", type=int, default=200, help="timed steps per row, at most")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every row this many times, interleaved, and report the "
+                             "median rate (for a machine shared with other work)")
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no new row after this many seconds (rows left: 'skipped')")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense bf16 peak, if the built-in table lacks it")
+    parser.add_argument("--scale", choices=sorted(SCALES), default=None,
+                        help="configs and data: paper (<Model>_MicroLens on the full preset; "
+                             "default on a GPU), demo (<Model>_MicroLens_demo on the demo "
+                             "preset) or tiny (default on the CPU)")
+    parser.add_argument("--gpu", type=int, default=0)
+    parser.add_argument("--out-dir", default=os.path.join(REPO, "benchmarks", "results"))
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# models and data
+
+
+def experiment_params(model_name: str, scale: str, gpu: int, model_root: str) -> dict:
+    """The model's expid of ``scale`` (:data:`SCALES`) on that scale's synthetic data."""
+    from fuxictr_mmctr.pipeline import config_check
+
+    suffix, dataset_id = SCALES[scale]
+    expid = f"{model_name}_MicroLens{suffix}"
+    params = config_check.load_params(CONFIG_DIR, expid, gpu)
+    datasets = config_check.read_yaml(os.path.join(CONFIG_DIR, "dataset_config.yaml"))
+    params.update(datasets[dataset_id], dataset_id=dataset_id, gpu=gpu, verbose=0,
+                  model_root=model_root, save_resume_state=False)
+    for key in ("train_data", "valid_data", "test_data", "item_info", "data_root"):
+        if isinstance(params.get(key), str) and not os.path.isabs(params[key]):
+            params[key] = os.path.normpath(os.path.join(REPO, params[key]))
+    return config_check.check_params(params, where=expid)
+
+
+def build(params: dict):
+    """``(model, train split)`` for ``params`` (the data is generated when absent)."""
+    from fuxictr_mmctr.pipeline.experiment import build_model, prepare
+
+    feature_map, catalogue = prepare(params)
+    model = build_model(params, feature_map, catalogue)
+    return model, catalogue.load_split(params["train_data"])
+
+
+def set_trainer(model, params: dict, precision: str, compile_on: bool, fast: bool) -> None:
+    """Give ``model`` a fresh trainer with these switches (the previous one is dropped)."""
+    from fuxictr_mmctr.training.trainer import Trainer, TrainerConfig
+
+    model.trainer = None
+    release_memory()
+    if "torch._dynamo" in sys.modules:  # each row compiles afresh (and within the cache limit)
+        torch._dynamo.reset()
+    config = TrainerConfig.from_params({**params, "precision": precision, "compile": compile_on,
+                                        "tf32": fast, "fused_optimizer": fast})
+    model.trainer = Trainer(model, config, os.path.join(params["model_root"], "bench.model"),
+                            model.device)
+
+
+class HostLookupBatches:
+    """The published way: each batch's item features gathered on the host, then copied.
+
+    Wraps a host :class:`BatchLoader`; per batch, the tags and vectors of the target and of
+    every history item are gathered with numpy from host copies of the item table and copied
+    to the device together with the ids (no pinned memory).
+    """
+
+    def __init__(self, loader, item_table, device):
+        self.loader, self.device = loader, device
+        self.columns = {name: item_table.column(name).cpu().numpy() for name in item_table.names}
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            target = batch[contract.ITEM_ID].numpy()
+            history = batch[contract.ITEM_SEQ].numpy()
+            out = {name: tensor.to(self.device) for name, tensor in batch.items()}
+            for name, column in self.columns.items():
+                out[f"target_{name}"] = torch.from_numpy(column[target]).to(self.device)
+                out[f"history_{name}"] = torch.from_numpy(column[history]).to(self.device)
+            yield out
+
+
+def endless(batches):
+    """Batches forever (the loader restarted when it ends)."""
+    while True:
+        yield from batches
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def synchronize(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+def count_flops(model, batch) -> float:
+    """FLOPs of one eager training step (forward + backward) on ``batch``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:  # eager (never compiled), float32: the FLOPs do not depend on the precision
+        model(batch)["logit"].float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has made so far in this process."""
+    if "torch._dynamo" not in sys.modules:
+        return 0
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
+def time_steps(model, batches, device, warmup_steps: int, seconds: float, max_steps: int):
+    """``{"warmup_s", "steps", "seconds", "graphs_while_timed"}`` of training steps; the batch
+    fetch is part of each step. A compiled model warms up until ``SETTLED_STEPS`` steps in a
+    row compile nothing new (new history widths and group sizes compile on first sight)."""
+    trainer = model.trainer
+    start, step, settled = time.perf_counter(), 0, 0
+    while step < warmup_steps or (trainer.compiling and settled < SETTLED_STEPS and step < 40):
+        graphs = compiled_graphs()
+        trainer.train_step(next(batches))
+        settled = settled + 1 if compiled_graphs() == graphs else 0
+        step += 1
+    synchronize(device)
+    warmup = time.perf_counter() - start
+    graphs = compiled_graphs()
+    steps, start = 0, time.perf_counter()
+    while steps < max_steps and (steps < 2 or time.perf_counter() - start < seconds):
+        trainer.train_step(next(batches))
+        steps += 1
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    loss = float(trainer._loss_sum)
+    if not math.isfinite(loss):
+        raise RuntimeError(f"training loss became {loss}")
+    return {"warmup_s": warmup, "steps": steps, "seconds": elapsed,
+            "graphs_while_timed": compiled_graphs() - graphs}
+
+
+def measure_row(model, params, variant, batch_size, split, device, args, flops_cache) -> dict:
+    """One table row: build the loader and trainer of ``variant``, time it."""
+    from fuxictr_mmctr.data.batches import BatchLoader
+    from fuxictr_mmctr.layers.packing import apply_packed_history
+
+    baseline = variant == BASELINE
+    precision, compile_on, packed = ("fp32", False, False) if baseline else VARIANTS[variant]
+    apply_packed_history(model, packed)
+    trims = packed and model.trims_history
+    set_trainer(model, params, precision, compile_on, fast=not baseline)
+    if baseline:
+        host = BatchLoader(split, batch_size, shuffle=True, seed=0, max_len=params.get("max_len"),
+                           device="cpu")
+        batches = HostLookupBatches(host, model.item_encoder.item_table, device)
+    else:
+        batches = BatchLoader(split, batch_size, shuffle=True, seed=0,
+                              max_len=params.get("max_len"), device=device,
+                              on_device=device.type == "cuda", trim_history=trims)
+    row = {"model": type(model).__name__, "variant": variant, "batch_size": batch_size,
+           "precision": precision, "compile": model.trainer.compiling, "packed": packed}
+    stream = endless(batches)
+    key = (row["model"], batch_size, packed)
+    if key not in flops_cache:
+        flops_cache[key] = count_flops(model, next(stream))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timing = time_steps(model, stream, device, args.warmup_steps, args.seconds, args.max_steps)
+    steps, seconds = timing["steps"], timing["seconds"]
+    row.update(timing, samples_per_s=steps * batch_size / seconds, step_ms=seconds / steps * 1e3,
+               flops_per_step=flops_cache[key])
+    row["tflops_per_s"] = row["flops_per_step"] * steps / seconds / 1e12
+    if device.type == "cuda":
+        row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    del batches, stream
+    return row
+
+
+def median_row(kept: dict, new: dict) -> dict:
+    """Merge a later round's measurement of a row: the row of the median rate is kept, with
+    every round's samples/s in ``rounds``."""
+    if "error" in kept or "error" in new:
+        return kept if "error" in new else new
+    rounds = kept.get("rounds", [kept["samples_per_s"]]) + [new["samples_per_s"]]
+    candidates = [kept, new]
+    middle = sorted(rounds)[(len(rounds) - 1) // 2]
+    chosen = min(candidates, key=lambda row: abs(row["samples_per_s"] - middle))
+    return {**chosen, "samples_per_s": middle,
+            "step_ms": chosen["batch_size"] / middle * 1e3,
+            "tflops_per_s": chosen["flops_per_step"] * middle / chosen["batch_size"] / 1e12,
+            "rounds": rounds}
+
+
+def bf16_peak(device, override_tflops) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for fragment, peak in BF16_PEAK if fragment in name), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def machine(device) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                       else f"CPU: {cpu}, {os.cpu_count()} cores"),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.version.cuda, "cpu": cpu, "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    if device.type == "cuda":
+        info["device_memory_gb"] = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return info
+
+
+def markdown(report) -> str:
+    peak = report["bf16_peak_tflops"]
+    lines = [
+        f"# Training throughput ({'smoke run, CPU' if report['smoke'] else 'GPU'})",
+        "",
+        f"Device: **{report['machine']['device']}** (torch {report['machine']['torch']}, "
+        f"CUDA {report['machine']['cuda']}); dense bf16 peak used for the fraction: "
+        f"{f'{peak:.0f} TFLOP/s' if peak else 'unknown (n/a)'}; "
+        f"{report['machine']['cores']} CPU cores ({report['machine']['torch_threads']} torch "
+        f"threads, load average {report['machine']['load_average_at_start']} at the start); "
+        f"{report['total_s']:.0f} s in all.",
+        f"Data: `{report['dataset']}` (synthetic); models at their "
+        f"`<Model>_MicroLens{SCALES[report['scale']][0]}` configuration. "
+        f"`python benchmarks/gpu_throughput.py {' '.join(report['argv'])}`".rstrip() + ".",
+        "",
+        "| model | variant | batch | samples/s | step ms | peak memory GB | TFLOP/s | "
+        "fraction of bf16 peak | GFLOP/step | warm-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['variant']} | {row['batch_size']} | "
+                         f"{row['error']} | | | | | | |")
+            continue
+        memory = f"{row['peak_memory_gb']:.2f}" if "peak_memory_gb" in row else "n/a"
+        fraction = (f"{row['tflops_per_s'] * 1e12 / peak:.1%}" if peak else "n/a")
+        late = "*" if row.get("graphs_while_timed") else ""
+        lines.append(
+            f"| {row['model']} | {row['variant']} | {row['batch_size']} | "
+            f"{row['samples_per_s']:,.0f}{late} | {row['step_ms']:.1f} | {memory} | "
+            f"{row['tflops_per_s']:.2f} | {fraction} | {row['flops_per_step'] / 1e9:.1f} | "
+            f"{row['warmup_s']:.1f} |")
+    lines += ["", "Rows before `+packed` run unpacked (`packed_history: False`). FLOPs are "
+              "counted on one eager step of the row's own model, so a packed row counts only "
+              "the work it does. The warm-up column includes torch.compile's compilation (a "
+              "compiled row warms up until 3 steps in a row compile nothing new). "
+              "The baseline gathers item features on the host per batch (numpy, a lower bound "
+              "on the challenge collator's pandas cost). * torch.compile made new graphs while "
+              "this row was timed (a shape first seen then): its rate is a lower bound."
+              + (f" Each rate is the median of {report['rounds']} interleaved rounds."
+                 if report.get("rounds", 1) > 1 else "")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device("cuda", args.gpu) if torch.cuda.is_available() else torch.device("cpu")
+    smoke = device.type != "cuda"
+    batch_sizes = [int(b) for b in (args.batch_sizes or ("128,1024" if smoke
+                                                          else "128,1024,8192")).split(",")]
+    args.seconds = args.seconds or (1.5 if smoke else 3.0)
+    args.scale = args.scale or ("tiny" if smoke else "paper")
+    variants = (args.variants.split(",") if args.variants
+                else list(SMOKE_VARIANTS if smoke else GPU_VARIANTS))
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"error: unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    started = time.perf_counter()
+    report = {"machine": machine(device), "smoke": smoke, "scale": args.scale,
+              "rounds": args.rounds,
+              "dataset": SCALES[args.scale][1], "argv": sys.argv[1:] if argv is None
+              else list(argv), "bf16_peak_tflops": (bf16_peak(device, args.peak_tflops) or 0)
+              / 1e12 or None, "rows": []}
+    print(f"device: {report['machine']['device']}", flush=True)
+    flops_cache = {}
+    with tempfile.TemporaryDirectory() as model_root:
+        for name in [m for m in args.models.split(",") if m]:
+            params = experiment_params(name, args.scale, args.gpu if not smoke else -1,
+                                       model_root)
+            model, split = build(params)
+            plan = ([] if args.no_baseline else [(BASELINE, 128)]) + \
+                [(variant, batch) for batch in batch_sizes for variant in variants]
+            first_row = len(report["rows"])
+            for round_index, (variant, batch_size) in enumerate(plan * args.rounds):
+                row = {"model": name, "variant": variant, "batch_size": batch_size}
+                if args.budget_s and time.perf_counter() - started > args.budget_s:
+                    row["error"] = "skipped: time budget"
+                else:
+                    try:
+                        row = measure_row(model, params, variant, batch_size, split, device,
+                                          args, flops_cache)
+                    except torch.cuda.OutOfMemoryError:
+                        row["error"] = "out of memory"
+                    release_memory()
+                if round_index < len(plan):
+                    report["rows"].append(row)
+                else:  # a later round: keep the median row, list every round's rate
+                    report["rows"][first_row + round_index % len(plan)] = row = median_row(
+                        report["rows"][first_row + round_index % len(plan)], row)
+                report["total_s"] = time.perf_counter() - started
+                write_report(report, args.out_dir)  # after every row: a cut-off run keeps them
+                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                                  for k, v in row.items()}), flush=True)
+            del model, split
+            release_memory()
+    report["total_s"] = time.perf_counter() - started
+    print(f"wrote {write_report(report, args.out_dir)}.{{md,json}} in {report['total_s']:.0f} s")
+
+
+def write_report(report: dict, out_dir: str) -> str:
+    """Write the ``.md`` and ``.json`` files; returns their path without the extension."""
+    stem = os.path.join(out_dir, "gpu_throughput_cpu_smoke" if report["smoke"]
+                        else "gpu_throughput")
+    os.makedirs(out_dir, exist_ok=True)
+    write_text_atomic(f"{stem}.json", json.dumps(report, indent=1, default=float) + "\n")
+    write_text_atomic(f"{stem}.md", markdown(report))
+    return stem
+
+
+if __name__ == "__main__":
+    main()
