@@ -4,6 +4,8 @@ Subcommands::
 
     fuxictr-mmctr synth --preset {tiny,demo,full} --seed N --out DIR [--force]
     fuxictr-mmctr validate DIR
+    fuxictr-mmctr items --item-feature RAW.parquet --item-info ITEM_INFO.parquet --out OUT.parquet
+                        [--vectors text,image] [--dim 128] [--whiten] [--vectors-file FILE]
     fuxictr-mmctr score SUBMISSION.zip --truth DIR
     fuxictr-mmctr attention --expid ID [--rows N] [--config DIR] [--gpu N] [--out DIR]
 
@@ -45,6 +47,23 @@ def _cmd_validate(args) -> int:
         print(f"{len(problems)} problem(s) found in {args.dir}", file=sys.stderr)
         return EXIT_USAGE
     print(f"{args.dir}: OK")
+    return 0
+
+
+def _cmd_items(args) -> int:
+    """Build the enriched item table (per-item levels, optional PCA vectors)."""
+    from fuxictr_mmctr.data.item_features import VectorOptions, build_item_table
+
+    if args.vectors is None and (args.dim is not None or args.whiten or args.vectors_file):
+        raise UserError("items: --dim, --whiten and --vectors-file are about the PCA vectors; "
+                        "add --vectors text,image (or text, or image)")
+    vectors = None
+    if args.vectors is not None:
+        modalities = tuple(name.strip() for name in args.vectors.split(",") if name.strip())
+        vectors = VectorOptions(modalities, dim=128 if args.dim is None else args.dim,
+                                whiten=args.whiten)
+    build_item_table(args.item_feature, args.item_info, args.out, vectors=vectors,
+                     vectors_file=args.vectors_file)
     return 0
 
 
@@ -91,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a dataset folder against the contract")
     validate.add_argument("dir", help="folder with train/valid/test/item_info parquet files")
     validate.set_defaults(run=_cmd_validate)
+
+    items = commands.add_parser(
+        "items", help="item_info plus per-item levels (and PCA vectors) from the raw item file")
+    items.add_argument("--item-feature", required=True,
+                       help="the raw item file (item_feature.parquet: item_id, likes_level, "
+                            "views_level[, txt_emb_BERT, img_emb_CLIPRN50])")
+    items.add_argument("--item-info", required=True,
+                       help="the dataset's item_info.parquet (rows, order and columns kept)")
+    items.add_argument("--out", required=True, help="output parquet file (written atomically)")
+    items.add_argument("--vectors", metavar="MODALITIES",
+                       help="also add item_emb_pca<dim>: PCA of the raw vectors of text, image "
+                            "or text,image (concatenated)")
+    items.add_argument("--dim", type=int, help="width of the PCA vectors (default 128)")
+    items.add_argument("--whiten", action="store_true",
+                       help="scale each PCA component to unit variance")
+    items.add_argument("--vectors-file",
+                       help="parquet file with item_id and the raw vector columns, when they are "
+                            "not in --item-feature")
+    items.set_defaults(run=_cmd_items)
 
     score = commands.add_parser("score", help="AUC of a submission zip on synthetic test labels")
     score.add_argument("submission", help="zip holding prediction.csv with columns ID,Task2")

@@ -155,8 +155,9 @@ PRESETS = {
 OUTPUT_FILES = tuple(split_file(name) for name in SPLITS + (ITEM_INFO,)) + (
     RAW_ITEM_FILE, SCHEMA_FILE, TRUTH_FILE, ORACLE_FILE)
 #: Entries other commands derive from a dataset folder's data (the array cache, FuxiCTR's
-#: feature map): they belong to whatever dataset is there and never make a folder foreign.
-DERIVED_ENTRIES = (".cache", "feature_map.json")
+#: feature map, the enriched item table of the ``*_item_levels`` datasets, rebuilt when its
+#: sources change): they belong to whatever dataset is there and never make a folder foreign.
+DERIVED_ENTRIES = (".cache", "feature_map.json", "item_info_levels.parquet")
 
 
 def generate(preset, seed: int = 2025, out_dir: str = ".", verbose: bool = True,

@@ -148,6 +148,13 @@ def _header_problems(parquet, table: str, schema: Schema, name: str):
             problems.append(Problem(name, column.name, None, dtype_problem))
         else:
             checked.append(column)
+    if table == ITEM_INFO:
+        for column in _extra_item_columns(parquet, schema):
+            dtype_problem = _dtype_problem(column, file_schema.field(column.name).type)
+            if dtype_problem:
+                problems.append(Problem(name, column.name, None, dtype_problem))
+            else:
+                checked.append(column)
 
     num_rows = parquet.metadata.num_rows
     if num_rows == 0:
@@ -157,6 +164,48 @@ def _header_problems(parquet, table: str, schema: Schema, name: str):
                                 f"item_info has {num_rows} row(s), expected at least "
                                 f"{MIN_ITEM_ROWS} (padding row 0 and one item)"))
     return problems, checked
+
+
+def _extra_item_columns(parquet, schema: Schema) -> list[Column]:
+    """item_info columns beyond the contract that are checked when present: the per-item
+    levels of ``fuxictr-mmctr items`` (``< level_vocab``, padding row 0) and every further
+    float-vector column (one width, that of its first non-null row among the first two; finite;
+    padding row all zeros). Other extra columns are ignored."""
+    import pyarrow.types as pat
+
+    from fuxictr_mmctr.data.item_features import LEVEL_COLUMNS
+
+    file_schema = parquet.schema_arrow
+    contract_names = {column.name for column in schema.item_columns()}
+    columns = [Column(name, "int", vocab=schema.level_vocab) for name in LEVEL_COLUMNS.values()
+               if len(file_schema.get_all_field_indices(name)) == 1]
+    for field in file_schema:
+        is_list = (pat.is_list(field.type) or pat.is_large_list(field.type)
+                   or pat.is_fixed_size_list(field.type))
+        if field.name in contract_names or not is_list:
+            continue
+        if not pat.is_floating(field.type.value_type):
+            continue
+        if len(file_schema.get_all_field_indices(field.name)) != 1:
+            continue
+        width = _first_vector_width(parquet, field.name)
+        if width is not None:
+            columns.append(Column(field.name, "float_list", length=width))
+    return columns
+
+
+def _first_vector_width(parquet, name: str) -> int | None:
+    """Length of the first non-null vector among the first two rows; ``None`` if there is none."""
+    import pyarrow as pa
+
+    try:
+        batch = next(parquet.iter_batches(batch_size=2, columns=[name]))
+    except (pa.ArrowException, OSError, ValueError, StopIteration):
+        return None
+    for value in batch.column(0):
+        if value.is_valid:
+            return len(value.values)
+    return None
 
 
 def _row_problems(parquet, table: str, schema: Schema, item_rows: int, columns, name: str):
@@ -336,6 +385,10 @@ class _TableChecks:
                             f"(row i of item_info must be item i)")
             return
         self._int_range(column, values, row_offset, np.flatnonzero)
+        if self.table == ITEM_INFO and row_offset == 0 and len(values) and not null_rows[0] \
+                and values[0] != 0:
+            add(column.name, "padding row", np.array([0]), 0,
+                lambda _: "padding row 0 must be 0 (the padding item has no features)")
         if column.name == ITEM_ID:
             add(column.name, "padding target", np.flatnonzero((values == PADDING_ID) & ~null_rows),
                 row_offset, lambda _: f"target item_id is {PADDING_ID}, the padding id")

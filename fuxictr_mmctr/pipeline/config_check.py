@@ -31,7 +31,8 @@ PIPELINE_KEYS = ("model", "dataset_id", "model_id", "batch_size", "eval_batch_si
                  "shuffle", "gpu")
 #: Dataset-config keys (FuxiCTR's plus this package's).
 DATASET_KEYS = ("data_root", "train_data", "valid_data", "test_data", "item_info", "feature_cols",
-                "label_col", "synthetic_preset", "synthetic_seed", "validation", "feature_specs")
+                "label_col", "synthetic_preset", "synthetic_seed", "validation", "feature_specs",
+                "loader", "item_table")
 #: FuxiCTR bookkeeping keys that every FuxiCTR config carries; they change nothing here
 #: (loading is in-process and the feature map is always rebuilt from the config), so they are
 #: accepted with the values that mean "nothing special" and refused otherwise.
@@ -108,6 +109,15 @@ def load_params(config_dir: str, expid: str, gpu: int = -1) -> dict:
             return params
     raise UserError(f"dataset_id {dataset_id} of expid {expid} not found in "
                     f"{config_dir}/dataset_config.yaml")
+
+
+def dataset_params(config_dir: str, dataset_id: str) -> dict:
+    """The dataset config block of ``dataset_id`` (one-line error when there is none)."""
+    for path in _config_files(config_dir, "dataset_config"):
+        content = read_yaml(path)
+        if dataset_id in content:
+            return _block(path, content, dataset_id)
+    raise UserError(f"dataset_id {dataset_id} not found in {config_dir}/dataset_config.yaml")
 
 
 def expids_in(config_dir: str) -> list[str]:
@@ -225,8 +235,12 @@ def _check_pipeline_and_trainer(checked, prefix):
     _integer(checked, prefix, "max_len", 1, nullable=True)
     _integer(checked, prefix, "verbose", 0)
     for key in ("shuffle", "save_best_only", "reduce_lr_on_plateau", "save_resume_state",
-                "use_multimodal"):
+                "use_multimodal", "packed_history", "compile", "tf32", "fused_optimizer"):
         _boolean(checked, prefix, key)
+    from fuxictr_mmctr.training.speed import PRECISIONS
+
+    if checked.get("precision", "fp32") not in PRECISIONS:
+        _fail(prefix, "precision", f"one of {', '.join(PRECISIONS)}", checked["precision"])
     seed = checked.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         _fail(prefix, "seed", "an integer", seed)
@@ -306,7 +320,7 @@ def _check_build_arguments(checked, model_class, prefix):
 
 
 def _check_dataset(checked, prefix):
-    from fuxictr_mmctr.data.loader import validation_mode
+    from fuxictr_mmctr.data.loader import loader_options, validation_mode
 
     for key in ("train_data", "valid_data", "item_info"):
         if not isinstance(checked.get(key), str):
@@ -338,6 +352,10 @@ def _check_dataset(checked, prefix):
                 raise UserError(f"{prefix}feature_specs: {spec!r} does not name a feature of "
                                 f"the dataset ({known})")
     validation_mode(checked)
+    loader_options(checked)
+    from fuxictr_mmctr.pipeline.datasets import item_table_spec
+
+    item_table_spec(checked)  # the enriched item table's block (docs/raw_data.md)
     preset = checked.get("synthetic_preset")
     if preset is not None:
         from fuxictr_mmctr.data.synthetic import PRESETS
