@@ -73,23 +73,31 @@ class Comparison:
 # ---------------------------------------------------------------------- planning
 def plan_runs(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int,
               out_dir: str) -> list[PlannedRun]:
-    """``expids x num_seeds`` runs; a config error or another dataset is the run's failure.
+    """``expids x num_seeds`` runs; a config error, or an expid evaluated on another valid
+    split than ``dataset_id``'s, is the run's failure.
 
+    Expids of other dataset ids that share ``dataset_id``'s valid split (e.g. the same rows
+    with a richer item table) are compared with it: their AUCs are on the same rows.
     Synthetic data is generated here, once per dataset, before any run starts: runs in
     parallel processes must not generate the same folder at the same time.
     """
+    from fuxictr_mmctr.pipeline.config_check import dataset_params
     from fuxictr_mmctr.pipeline.datasets import ensure_dataset
     from fuxictr_mmctr.pipeline.experiment import load_params
 
+    valid_split = os.path.normpath(str(dataset_params(config_dir, dataset_id).get("valid_data")))
     runs_dir = os.path.join(out_dir, "runs")
-    runs, data_ready = [], {}
+    runs, data_ready = [], set()
     for expid in expids:
         try:
             params = load_params(config_dir, expid)
             base_seed = int(params.get("seed", 2025))
-            if params["dataset_id"] == dataset_id and dataset_id not in data_ready:
+            if os.path.normpath(str(params.get("valid_data"))) != valid_split:
+                raise UserError(f"expid {expid} is evaluated on {params.get('valid_data')}, not "
+                                f"on the valid split of {dataset_id} ({valid_split})")
+            if params["dataset_id"] not in data_ready:
                 ensure_dataset(params)
-                data_ready[dataset_id] = True
+                data_ready.add(params["dataset_id"])
         except UserError as error:
             runs.append(_failed_plan(runs_dir, expid, 0, str(error)))
             continue
@@ -104,9 +112,6 @@ def plan_runs(config_dir: str, dataset_id: str, expids: list[str], num_seeds: in
                 run.error = str(error)
                 runs.append(run)
                 continue
-            if params["dataset_id"] != dataset_id:
-                run.error = (f"expid {expid} is on dataset {params['dataset_id']}, not "
-                             f"{dataset_id}")
             run.expected_hash = run_record.config_hash(params)
             run.record = _reusable_record(run)
             runs.append(run)
@@ -271,8 +276,12 @@ def _metric_columns(records: list[dict]) -> dict:
     columns["gap_to_oracle"] = (oracle - columns["valid_auc_mean"] if oracle is not None
                                 else None)
     columns["parameters"] = records[0].get("parameters")
-    for name in ("samples_per_second", "epoch_seconds", "peak_host_mb", "peak_gpu_mb"):
+    for name in ("samples_per_second", "epoch_seconds", "peak_gpu_mb"):
         columns[name] = stats([r.get(name) for r in records])[0]
+    # Records from before the peak was read per process image carry the starting process's
+    # peak: not this run's, so not shown.
+    columns["peak_host_mb"] = stats([r.get("peak_host_mb") for r in records
+                                     if r.get("peak_host_mb_source") == run_record.PEAK_SOURCE])[0]
     columns["device"] = "; ".join(dict.fromkeys(str(r.get("device")) for r in records))
     return columns
 
@@ -349,27 +358,20 @@ def _fmt(value, spec: str) -> str:
     return "NA" if value is None else format(value, spec)
 
 
-def oracle_lines(config_dir: str, dataset_id: str, expids: list[str]) -> dict | None:
+def oracle_lines(config_dir: str, dataset_id: str) -> dict | None:
     """``{"oracle": AUC, "partial": {part: AUC}}`` of the dataset's valid split (synthetic
-    data), else None."""
-    from fuxictr_mmctr.pipeline.experiment import load_params
+    data, from its ``oracle.json``), else None."""
+    from fuxictr_mmctr.pipeline.config_check import dataset_params
 
-    for expid in expids:
-        try:
-            params = load_params(config_dir, expid)
-        except UserError:
-            continue
-        if params["dataset_id"] != dataset_id:
-            continue
-        path = os.path.join(os.path.dirname(params["train_data"]), "oracle.json")
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as handle:
-            report = json.load(handle)
-        partial = {name.removeprefix("no_"): aucs["valid"]
-                   for name, aucs in report.get("partial_oracle_auc", {}).items()}
-        return {"oracle": report["oracle_auc"]["valid"], "partial": partial}
-    return None
+    valid_data = dataset_params(config_dir, dataset_id).get("valid_data")
+    path = os.path.join(os.path.dirname(str(valid_data)), "oracle.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    partial = {name.removeprefix("no_"): aucs["valid"]
+               for name, aucs in report.get("partial_oracle_auc", {}).items()}
+    return {"oracle": report["oracle_auc"]["valid"], "partial": partial}
 
 
 # ---------------------------------------------------------------------- the whole job
@@ -397,7 +399,7 @@ def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int 
     finally:
         bar.close()
     rows = sort_rows(summarise(runs))
-    oracle = oracle_lines(config_dir, dataset_id, expids)
+    oracle = oracle_lines(config_dir, dataset_id)
     machine = _machine(runs, devices)
     outputs = [os.path.join(out_dir, f"comparison.{ext}") for ext in ("csv", "md", "png")]
     write_text_atomic(outputs[0], table_csv(rows))

@@ -7,7 +7,7 @@ evaluates it like ``run_expid.py`` (gAUC added to the metrics) and writes ``F``:
     {"status": "ok", "expid", "model", "dataset_id", "seed", "config_hash",
      "valid": {"AUC", "gAUC", "logloss"}, "test_auc", "oracle_auc", "parameters",
      "train_seconds", "train_samples", "epochs", "samples_per_second", "epoch_seconds",
-     "peak_host_mb", "peak_gpu_mb", "device", "finished"}
+     "peak_host_mb", "peak_host_mb_source", "peak_gpu_mb", "device", "finished"}
 
 A comparison (:mod:`.comparison`) starts one such process per run: a crash, a config error or an
 out-of-memory kill stays that run's failure, peak memory is that run's own, and runs spread over
@@ -27,6 +27,8 @@ from fuxictr_mmctr.errors import UserError, exit_on_user_error
 
 #: Metrics every compared run reports (the expid's own ``metrics`` are replaced).
 COMPARISON_METRICS = ["AUC", "gAUC", "logloss"]
+#: How ``peak_host_mb`` was measured; records without it are from before this was right.
+PEAK_SOURCE = "VmHWM"
 #: Keys that name or place a run without changing what it computes: left out of the hash.
 #: (``packed_history`` skips padding exactly: the same run, only faster.)
 UNHASHED_KEYS = ("gpu", "model_id", "verbose", "model_root", "packed_history")
@@ -65,6 +67,24 @@ def config_hash(params: dict) -> str:
     text = json.dumps({"params": kept, "data": data_identity(params)}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def peak_host_mb() -> float:
+    """Peak resident memory of this process image, in MB.
+
+    Read from ``/proc/self/status`` (``VmHWM``), which starts afresh at ``exec``: the run's own
+    peak. ``getrusage``'s ``ru_maxrss`` would carry over the peak of the process that started
+    the run (Linux keeps it across ``fork`` + ``exec``), so it is only the fallback where there is
+    no ``/proc``.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def device_name(gpu: int) -> str:
@@ -120,7 +140,8 @@ def record_run(config_dir: str, expid: str, seed: int, gpu: int, out_path: str) 
         "epochs": round(epochs, 3),
         "samples_per_second": round(result["train_samples"] / max(train_seconds, 1e-9), 1),
         "epoch_seconds": round(train_seconds / epochs, 2) if epochs > 0 else None,
-        "peak_host_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_host_mb": peak_host_mb(),
+        "peak_host_mb_source": PEAK_SOURCE,
         "peak_gpu_mb": (round(torch.cuda.max_memory_allocated(gpu) / 2**20, 1)
                         if gpu >= 0 else None),
         "device": device_name(gpu),

@@ -163,3 +163,40 @@ def test_every_expid_of_the_config_passes_the_config_check():
     for expid in expids:
         params = load_params(config_dir, expid)
         assert params["model_id"] == expid
+
+
+def test_expids_on_the_same_valid_split_are_compared_others_fail(tmp_path, tiny_dataset):
+    folder = working_folder(tmp_path, tiny_dataset)
+    with inside(folder):
+        runs = comparison.plan_runs("config", TINY, ["DCNv2_MicroLens_tiny",
+                                                     "DIN_MicroLens_item_levels_tiny",
+                                                     "DIN_MicroLens_demo"], 1, "results")
+        with pytest.raises(UserError, match="dataset_id Nowhere not found"):
+            comparison.plan_runs("config", "Nowhere", ["DCNv2_MicroLens_tiny"], 1, "results")
+    errors = {run.expid: run.error for run in runs}
+    assert errors["DCNv2_MicroLens_tiny"] is None
+    assert errors["DIN_MicroLens_item_levels_tiny"] is None   # same rows, richer item table
+    assert "not on the valid split of" in errors["DIN_MicroLens_demo"]
+
+
+def test_peak_memory_is_the_runs_own_not_its_starters(tmp_path):
+    """A run started by a process that once held a lot of memory reports its own peak (getrusage's
+    ru_maxrss carries the starter's peak across fork + exec on Linux)."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs /proc")
+    ballast = bytearray(600 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])          # touch every page: resident
+    code = ("from fuxictr_mmctr.pipeline.run_record import peak_host_mb; "
+            "print(peak_host_mb())")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=REPO)
+    del ballast
+    assert float(child.stdout) < 400
+
+
+def test_records_without_a_reliable_peak_show_none():
+    records = [{"model": "M", "valid": {"AUC": 0.7, "gAUC": 0.7, "logloss": 0.5},
+                "peak_host_mb": 1322.0, "samples_per_second": 10.0}]
+    assert comparison._metric_columns(records)["peak_host_mb"] is None
+    records[0]["peak_host_mb_source"] = "VmHWM"
+    assert comparison._metric_columns(records)["peak_host_mb"] == 1322.0
