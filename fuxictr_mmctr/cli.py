@@ -7,7 +7,7 @@ Subcommands::
     fuxictr-mmctr items --item-feature RAW.parquet --item-info ITEM_INFO.parquet --out OUT.parquet
                         [--vectors text,image] [--dim 128] [--whiten] [--vectors-file FILE]
     fuxictr-mmctr score SUBMISSION.zip --truth DIR
-    fuxictr-mmctr attention --expid ID [--rows N] [--config DIR] [--gpu N] [--out DIR]
+    fuxictr-mmctr attention --expid ID [--rows N] [--seed S] [--config DIR] [--gpu N] [--out DIR]
 
 Each subcommand lives in the module that owns its job; this file only parses arguments.
 Bad input exits with status 2 and one ``error: ...`` line, never a traceback.
@@ -79,7 +79,7 @@ def _cmd_attention(args) -> int:
     from fuxictr_mmctr.pipeline.attention import inspect_attention
 
     summary = inspect_attention(args.config, args.expid, rows=args.rows, gpu=args.gpu,
-                                out_dir=args.out)
+                                out_dir=args.out, seed=args.seed)
     for layer, shares in enumerate(summary["layers"]):
         line = (f"layer {layer}: attention on history items "
                 f"{shares['attention_on_history']:.3f}")
@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="validation rows with a history to inspect (default 32)")
     attention.add_argument("--config", default="./config/", help="config folder")
     attention.add_argument("--gpu", type=int, default=-1, help="GPU index, -1 for CPU")
+    attention.add_argument("--seed", type=int,
+                           help="read the checkpoint of this seed's compare_models.py run")
     attention.add_argument("--out", help="output folder (default "
                                          "benchmarks/results/<dataset>/attention)")
     attention.set_defaults(run=_cmd_attention)

@@ -98,15 +98,20 @@ def session_shares(attention: np.ndarray, real: np.ndarray, planted: np.ndarray)
 
 
 def inspect_attention(config_dir: str, expid: str, rows: int = 32, gpu: int = -1,
-                      out_dir: str | None = None) -> dict:
-    """Write the CSV, PNG and JSON of the module docstring; returns the JSON's content."""
+                      out_dir: str | None = None, seed: int | None = None) -> dict:
+    """Write the CSV, PNG and JSON of the module docstring; returns the JSON's content.
+
+    ``seed`` reads the checkpoint of that seed's run of a model comparison
+    (``<expid>_seed<S>``, see :mod:`.comparison`) instead of the expid's own.
+    """
     from fuxictr_mmctr.pipeline.experiment import build_model, load_params, prepare
     from fuxictr_mmctr.training.devices import resolve_device
 
     if rows < 1:
         raise UserError(f"--rows must be at least 1, got {rows}")
     resolve_device(gpu)
-    params = load_params(config_dir, expid, gpu)
+    overrides = None if seed is None else {"model_id": f"{expid}_seed{int(seed)}"}
+    params = load_params(config_dir, expid, gpu, overrides)
     feature_map, catalogue = prepare(params)
     model = build_model(params, feature_map, catalogue)
     recorder = AttentionRecorder(model)
@@ -115,7 +120,8 @@ def inspect_attention(config_dir: str, expid: str, rows: int = 32, gpu: int = -1
                         f"over the history to inspect")
     if not os.path.exists(model.checkpoint):
         raise UserError(f"no trained model for expid {expid} at {model.checkpoint}; "
-                        f"train it first: python run_expid.py --expid {expid}")
+                        + (f"train it first: python run_expid.py --expid {expid}" if seed is None
+                           else "run benchmarks/compare_models.py with this expid and seed"))
     model.load_weights(model.checkpoint)
     _unpack(model)
     out_dir = out_dir or os.path.join("benchmarks", "results", params["dataset_id"], "attention")
@@ -123,9 +129,9 @@ def inspect_attention(config_dir: str, expid: str, rows: int = 32, gpu: int = -1
     keep, item_seq, attention = _attention_of_rows(model, recorder, params, catalogue, rows)
     real = item_seq > 0
     planted = _planted(params, keep, item_seq.shape[1])
-    summary = {"expid": expid, "rows": int(len(item_seq)),
+    summary = {"expid": expid, "checkpoint": model.checkpoint, "rows": int(len(item_seq)),
                "layers": [session_shares(layer, real, planted) for layer in attention]}
-    base = os.path.join(out_dir, f"{expid}_attention")
+    base = os.path.join(out_dir, f"{params['model_id']}_attention")
     write_text_atomic(base + ".csv", _csv(item_seq, attention, planted))
     write_text_atomic(base + ".json", json.dumps(summary, indent=2) + "\n")
     _heatmap(attention[-1], real, planted, base + ".png", expid)

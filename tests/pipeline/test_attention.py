@@ -112,3 +112,16 @@ def test_received_attention_and_shares():
     shares = session_shares(received.numpy(), real.numpy(), np.array([[False, True, False]]))
     assert shares["session_share"] == pytest.approx(0.0)
     assert "session_share" not in session_shares(received.numpy(), real.numpy(), None)
+
+
+def test_seed_reads_a_comparison_runs_checkpoint(trained):
+    folder, _ = trained
+    with inside(folder):
+        with pytest.raises(UserError, match=f"{EXPID}_seed7.model.*compare_models"):
+            inspect_attention("config", EXPID, rows=3, out_dir="x", seed=7)
+        checkpoint = os.path.join("checkpoints", "MicroLens_synth_tiny", f"{EXPID}.model")
+        import shutil
+        shutil.copy(checkpoint, checkpoint.replace(".model", "_seed7.model"))
+        summary = inspect_attention("config", EXPID, rows=3, out_dir="seeded", seed=7)
+    assert summary["checkpoint"].endswith(f"{EXPID}_seed7.model")
+    assert os.path.exists(os.path.join(folder, "seeded", f"{EXPID}_seed7_attention.png"))
