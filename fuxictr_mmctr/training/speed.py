@@ -48,11 +48,19 @@ def autocast_dtype(precision: str, device: torch.device):
         return None
     if device.type not in ("cuda", "cpu"):
         raise UserError(f"precision {precision} is not supported on {device.type}; use fp32")
-    if (device.type == "cuda" and dtype is torch.bfloat16
-            and not torch.cuda.is_bf16_supported(including_emulation=False)):
+    if device.type == "cuda" and dtype is torch.bfloat16 and not _native_bf16():
         raise UserError(f"precision bf16 needs a GPU with bfloat16 support (compute capability "
                         f">= 8.0); {torch.cuda.get_device_name(device)} has none: use fp16")
     return dtype
+
+
+def _native_bf16() -> bool:
+    """Whether the current GPU computes in bfloat16 natively (torch < 2.4 has no
+    ``including_emulation`` argument and reports native support only)."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.is_bf16_supported()
 
 
 def autocast(device: torch.device, dtype):
