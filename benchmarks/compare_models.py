@@ -38,14 +38,18 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", type=int, nargs="+", default=[-1],
                         help="device slots: GPU indices, -1 for a CPU slot (default: -1)")
     parser.add_argument("--out", help="output folder (default benchmarks/results/<dataset>)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="train nothing: tables from the recorded runs only (a missing "
+                             "run counts as a seed not run)")
     args = parser.parse_args(argv)
 
     from fuxictr_mmctr.pipeline.comparison import compare
 
     expids = args.expids or expids_on(args.config, args.dataset)
     result = compare(args.config, args.dataset, expids, num_seeds=args.seeds,
-                     devices=args.gpu, out_dir=args.out)
-    failed = [row for row in result.rows if row["status"] != "ok"]
+                     devices=args.gpu, out_dir=args.out, train=not args.no_train)
+    failed = [row for row in result.rows if row["status"] not in ("ok", "not run")
+              and not (args.no_train and row["reason"] == "not run")]
     print(f"compared {len(result.rows)} expids ({result.trained} runs trained, "
           f"{result.reused} reused): " + ", ".join(result.outputs))
     for row in failed:

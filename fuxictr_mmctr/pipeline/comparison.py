@@ -247,8 +247,10 @@ def summarise(runs: list[PlannedRun]) -> list[dict]:
         done = [run.record for run in mine if run.record and run.record.get("status") == "ok"]
         failed = [run for run in mine if not (run.record and run.record.get("status") == "ok")]
         reasons = [run.error or (run.record or {}).get("reason", "not run") for run in failed]
-        row = {"expid": expid, "seeds": len(mine), "seeds_ok": len(done),
-               "status": "ok" if not failed else ("failed" if not done else "partial"),
+        status = "ok" if not failed else ("failed" if not done else "partial")
+        if not done and reasons and all(reason == NOT_RUN for reason in reasons):
+            status = NOT_RUN
+        row = {"expid": expid, "seeds": len(mine), "seeds_ok": len(done), "status": status,
                "reason": "; ".join(dict.fromkeys(reasons))}
         if done:
             row.update(_metric_columns(done))
@@ -326,7 +328,8 @@ def table_markdown(rows: list[dict], dataset_id: str, oracle: dict | None,
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if row.get("valid_auc_mean") is None:
-            lines.append(f"| {row['expid']} | failed: {row['reason']} |  |  |  |  |  |  |  |  "
+            shown = NOT_RUN if row["status"] == NOT_RUN else f"failed: {row['reason']}"
+            lines.append(f"| {row['expid']} | {shown} |  |  |  |  |  |  |  |  "
                          f"| 0/{row['seeds']} |")
             continue
         peak = row.get("peak_gpu_mb") or row.get("peak_host_mb")
@@ -375,9 +378,18 @@ def oracle_lines(config_dir: str, dataset_id: str) -> dict | None:
 
 
 # ---------------------------------------------------------------------- the whole job
+#: The reason a run without a record gets under ``train=False``.
+NOT_RUN = "not run"
+
+
 def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int = 1,
-            devices=(-1,), out_dir: str | None = None, progress: bool = True) -> Comparison:
-    """Plan, run what is missing, and write the three outputs (see the module docstring)."""
+            devices=(-1,), out_dir: str | None = None, progress: bool = True,
+            train: bool = True) -> Comparison:
+    """Plan, run what is missing, and write the three outputs (see the module docstring).
+
+    ``train=False`` trains nothing: the tables show the recorded runs, and each missing one
+    counts as a seed not run.
+    """
     from tqdm import tqdm
 
     from fuxictr_mmctr.pipeline.comparison_chart import draw_comparison
@@ -390,6 +402,10 @@ def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int 
     _check_devices(devices)
     out_dir = out_dir or os.path.join("benchmarks", "results", dataset_id)
     runs = plan_runs(config_dir, dataset_id, expids, num_seeds, out_dir)
+    if not train:
+        for run in runs:
+            if run.record is None and run.error is None:
+                run.error = NOT_RUN
     to_train = sum(1 for run in runs if run.record is None and run.error is None)
     reused = sum(1 for run in runs if run.record is not None)
     bar = tqdm(total=len(runs), initial=len(runs) - to_train, desc="runs", unit="run",

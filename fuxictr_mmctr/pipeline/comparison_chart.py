@@ -33,7 +33,8 @@ def draw_comparison(rows: list[dict], path: str, dataset_id: str, oracle: dict |
     positions = list(range(len(rows)))[::-1]  # best on top
     for position, mean, std, row in zip(positions, means, stds, rows):
         if mean is None:
-            axes.text(low, position, "  failed", va="center", color="firebrick", fontsize=8)
+            label = "not run" if row.get("status") == "not run" else "failed"
+            axes.text(low, position, f"  {label}", va="center", color="firebrick", fontsize=8)
             continue
         axes.barh(position, mean - low, left=low, xerr=std, height=0.6, color="steelblue",
                   ecolor="black", capsize=3)

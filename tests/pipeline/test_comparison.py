@@ -114,6 +114,18 @@ def test_finished_runs_are_reused(compared):
         next(r for r in result.rows if r["expid"] == "DCNv2_MicroLens_tiny")["valid_auc_mean"])
 
 
+def test_no_train_tables_show_missing_seeds_as_not_run(compared):
+    folder, _, _, _ = compared
+    with inside(folder):
+        table = comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny"], num_seeds=3,
+                                   out_dir="results", progress=False, train=False)
+    row = table.rows[0]
+    assert table.trained == 0 and row["status"] == "partial"
+    assert row["seeds_ok"] == 2 and row["seeds"] == 3 and "not run" in row["reason"]
+    assert not os.path.exists(os.path.join(folder, "results", "runs",
+                                           "DCNv2_MicroLens_tiny_seed2027.json"))
+
+
 def test_changed_config_is_trained_again(tmp_path, tiny_dataset):
     folder = working_folder(tmp_path, tiny_dataset)
     with inside(folder):
