@@ -311,13 +311,9 @@ def bf16_peak(device, override_tflops) -> float | None:
 
 
 def machine(device) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle
-                        if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from fuxictr_mmctr.machine import cpu_model
+
+    cpu = cpu_model()
     info = {"device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                        else f"CPU: {cpu}, {os.cpu_count()} cores"),
             "torch": torch.__version__, "python": platform.python_version(),

@@ -98,17 +98,11 @@ def device_name(gpu: int) -> str:
 
 def cpu_name() -> str:
     """The CPU model (from ``/proc/cpuinfo`` where there is one) and the usable core count."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from fuxictr_mmctr.machine import cpu_model
+
+    model = cpu_model()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model or 'CPU'}, {cores} cores"
+    return f"{model}, {cores} cores"
 
 
 def record_run(config_dir: str, expid: str, seed: int, gpu: int, out_path: str) -> dict:
