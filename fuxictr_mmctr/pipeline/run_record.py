@@ -35,6 +35,8 @@ UNHASHED_KEYS = ("gpu", "model_id", "verbose", "model_root", "packed_history")
 #: Keys whose value here means "as if the key were absent": a config that spells them out
 #: hashes like one that does not, so adding a switch to ``Base`` keeps recorded runs.
 NEUTRAL_VALUES = {"precision": "fp32", "compile": False}
+#: Parts of a synthetic ``oracle.json`` that differ between machines generating the same data.
+VOLATILE_ORACLE_KEYS = ("generation_seconds",)
 
 
 def seeded_overrides(expid: str, seed: int) -> dict:
@@ -44,18 +46,25 @@ def seeded_overrides(expid: str, seed: int) -> dict:
 
 
 def data_identity(params: dict) -> dict:
-    """What identifies the data a run trains on, the same on every machine that holds it: each
-    split's and the item table's size in bytes, and the hash of a synthetic ``oracle.json``
-    (which changes with the generator). Files not there yet (synthetic data is made on first
-    use) are ``None``."""
+    """What identifies the data a run trains on, the same on every machine that holds it.
+
+    Synthetic data (a folder with an ``oracle.json``) is identified by that report without the
+    time generation took: preset, seed, generator version and the oracle figures pin the rows,
+    and the report is the same wherever the data was generated. Its parquet sizes are not used:
+    they change with the pyarrow version that wrote them. Other data is identified by each
+    split's and the item table's size in bytes (files not there are ``None``).
+    """
+    oracle = os.path.join(os.path.dirname(str(params.get("train_data", ""))), "oracle.json")
+    if os.path.exists(oracle):
+        with open(oracle, encoding="utf-8") as handle:
+            report = json.load(handle)
+        stable = {key: value for key, value in report.items() if key not in VOLATILE_ORACLE_KEYS}
+        text = json.dumps(stable, sort_keys=True)
+        return {"oracle.json": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]}
     identity = {}
     for key in ("train_data", "valid_data", "test_data", "item_info"):
         path = params.get(key)
         identity[key] = os.path.getsize(path) if path and os.path.exists(path) else None
-    oracle = os.path.join(os.path.dirname(str(params.get("train_data", ""))), "oracle.json")
-    if os.path.exists(oracle):
-        with open(oracle, "rb") as handle:
-            identity["oracle.json"] = hashlib.sha256(handle.read()).hexdigest()[:16]
     return identity
 
 

@@ -212,3 +212,36 @@ def test_records_without_a_reliable_peak_show_none():
     assert comparison._metric_columns(records)["peak_host_mb"] is None
     records[0]["peak_host_mb_source"] = "VmHWM"
     assert comparison._metric_columns(records)["peak_host_mb"] == 1322.0
+
+
+def write_split_files(folder, oracle: dict, train_bytes: int) -> dict:
+    """A data folder with ``train_bytes`` of train split and ``oracle`` as its oracle.json;
+    the params that point at it."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "train.parquet"), "wb") as handle:
+        handle.write(b"x" * train_bytes)
+    if oracle is not None:
+        with open(os.path.join(folder, "oracle.json"), "w", encoding="utf-8") as handle:
+            json.dump(oracle, handle)
+    return {"train_data": os.path.join(folder, "train.parquet")}
+
+
+def test_synthetic_data_identity_is_the_same_on_every_machine(tmp_path):
+    """The same generated data hashes the same wherever it was generated: the time the generator
+    took, and parquet sizes that change with the pyarrow version, are not part of it. So the
+    committed records are reused (and ``--no-train`` finds them) after a fresh clone."""
+    from fuxictr_mmctr.pipeline import run_record
+    oracle = {"preset": "demo", "seed": 2025, "generator_version": 2,
+              "oracle_auc": {"valid": 0.8316}, "generation_seconds": 19.11}
+    here = write_split_files(tmp_path / "here", oracle, 1000)
+    there = write_split_files(tmp_path / "there", {**oracle, "generation_seconds": 42.5}, 1003)
+    assert (run_record.data_identity(here) == run_record.data_identity(there))
+    reseeded = write_split_files(tmp_path / "reseeded", {**oracle, "seed": 7}, 1000)
+    assert run_record.data_identity(here) != run_record.data_identity(reseeded)
+
+
+def test_user_data_identity_is_its_file_sizes(tmp_path):
+    from fuxictr_mmctr.pipeline import run_record
+    small = write_split_files(tmp_path / "small", None, 1000)
+    larger = write_split_files(tmp_path / "larger", None, 2000)
+    assert run_record.data_identity(small) != run_record.data_identity(larger)
