@@ -48,8 +48,10 @@ def predict_scores(config_dir: str, expid: str, gpu: int, data_path: str) -> np.
         raise UserError(f"no trained model for expid {expid} at {model.checkpoint}; "
                         f"train it first: python run_expid.py --expid {expid}")
     model.load_weights(model.checkpoint)
-    # Read with the trained dataset's schema and item-id mapping, wherever the file lives.
-    loader = make_loader(params, catalogue, data_path, train=False, device=model.device)
+    # Read with the trained dataset's schema and item-id mapping, wherever the file lives, and
+    # trimmed to each batch's longest history as evaluation is (when that is exact).
+    loader = make_loader(params, catalogue, data_path, train=False, device=model.device,
+                         trim_history=model.trims_history)
     scores = np.asarray(model.predict(loader), dtype=np.float64).reshape(-1)
     expected = loader.num_rows
     if len(scores) != expected:

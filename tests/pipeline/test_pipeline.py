@@ -93,6 +93,32 @@ def test_prediction_on_a_parquet_anywhere_uses_the_trained_schema(trained, workd
     assert len(out.read_text().splitlines()) == num_rows + 1
 
 
+def test_prediction_batches_drop_all_padding_columns_like_evaluation(trained, workdir,
+                                                                     monkeypatch):
+    """Prediction reads its batches as evaluation does: trimmed to the batch's longest history
+    when the model allows it, with the same scores as untrimmed batches."""
+    from fuxictr_mmctr.pipeline import experiment
+    from fuxictr_mmctr.pipeline.prediction import predict_scores
+
+    made_loaders = []
+    real_make_loader = experiment.make_loader
+
+    def recording_make_loader(*args, **kwargs):
+        loader = real_make_loader(*args, **kwargs)
+        made_loaders.append(loader)
+        return loader
+
+    monkeypatch.setattr(experiment, "make_loader", recording_make_loader)
+    valid = "data/MicroLens_synth_tiny/valid.parquet"
+    with inside(workdir):
+        trimmed = predict_scores("./config/", TINY, -1, valid)
+        assert made_loaders[-1].trim_history
+        monkeypatch.setattr(experiment, "make_loader", lambda *args, **kwargs: real_make_loader(
+            *args, **{**kwargs, "trim_history": False}))
+        untrimmed = predict_scores("./config/", TINY, -1, valid)
+    np.testing.assert_allclose(trimmed, untrimmed, rtol=0, atol=1e-5)
+
+
 def test_prediction_on_any_parquet_writes_id_score(trained, workdir):
     out = workdir / "valid_scores.csv"
     result = subprocess.run(
