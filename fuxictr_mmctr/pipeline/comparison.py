@@ -428,7 +428,8 @@ def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int 
 def _device_text(record: dict) -> str:
     """A run's device; on a CPU with the threads it used (CPU slots share the cores)."""
     if record.get("peak_gpu_mb") is None and record.get("threads"):
-        return f"{record['device']} ({record['threads']} threads per run)"
+        threads = int(record["threads"])
+        return f"{record['device']} ({threads} thread{'s' if threads != 1 else ''} per run)"
     return str(record["device"])
 
 

@@ -2,8 +2,9 @@
 
 One horizontal bar per expid, best on top, with the std over seeds as an error bar; on
 synthetic data the oracle AUC and the no-history partial oracle are vertical lines, so each
-bar reads as "how much of the reachable gain this model took". Failed expids are listed
-without a bar.
+bar reads as "how much of the reachable gain this model took". Bars are coloured by model class
+(an ablation shares its model's colour), with the classes in the legend. Failed expids are
+listed without a bar.
 """
 from __future__ import annotations
 
@@ -28,16 +29,21 @@ def draw_comparison(rows: list[dict], path: str, dataset_id: str, oracle: dict |
     reference = _reference_lines(oracle)
     low, high = _x_range(finished + [value for _, value, _ in reference])
 
+    colours = model_colours(rows)
     height = 1.2 + 0.38 * max(len(rows), 1)
-    figure, axes = plt.subplots(figsize=(9, height))
+    figure, axes = plt.subplots(figsize=(11, height))
     positions = list(range(len(rows)))[::-1]  # best on top
+    labelled = set()
     for position, mean, std, row in zip(positions, means, stds, rows):
         if mean is None:
             label = "not run" if row.get("status") == "not run" else "failed"
             axes.text(low, position, f"  {label}", va="center", color="firebrick", fontsize=8)
             continue
-        axes.barh(position, mean - low, left=low, xerr=std, height=0.6, color="steelblue",
-                  ecolor="black", capsize=3)
+        model = row.get("model")
+        axes.barh(position, mean - low, left=low, xerr=std, height=0.6,
+                  color=colours.get(model, "steelblue"), ecolor="black", capsize=3,
+                  label=model if model and model not in labelled else None)
+        labelled.add(model)
         axes.text(mean + std, position, f" {mean:.4f}", va="center", fontsize=8)
     for name, value, style in reference:
         axes.axvline(value, color="darkred", linestyle=style, linewidth=1.2,
@@ -47,13 +53,23 @@ def draw_comparison(rows: list[dict], path: str, dataset_id: str, oracle: dict |
     axes.set_xlim(low, high)
     axes.set_xlabel("valid AUC (mean ± std over seeds)")
     axes.set_title(f"{dataset_id}: {machine}", fontsize=8)
-    if reference:
-        axes.legend(loc="lower right", fontsize=8)
+    if reference or any(labelled):
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as tmp_path:
         figure.savefig(tmp_path, format="png", dpi=110)
     plt.close(figure)
+
+
+def model_colours(rows: list[dict]) -> dict:
+    """A colour per model class, in the order the classes first appear (best first)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    models = [row["model"] for row in rows if row.get("model")]
+    return {model: palette[index % len(palette)]
+            for index, model in enumerate(dict.fromkeys(models))}
 
 
 def _reference_lines(oracle: dict | None) -> list[tuple[str, float, str]]:
