@@ -129,7 +129,9 @@ def inspect_attention(config_dir: str, expid: str, rows: int = 32, gpu: int = -1
     keep, item_seq, attention = _attention_of_rows(model, recorder, params, catalogue, rows)
     real = item_seq > 0
     planted = _planted(params, keep, item_seq.shape[1])
-    summary = {"expid": expid, "checkpoint": model.checkpoint, "rows": int(len(item_seq)),
+    # The checkpoint relative to the working folder: the summary reads the same on every machine.
+    summary = {"expid": expid, "checkpoint": os.path.relpath(model.checkpoint),
+               "rows": int(len(item_seq)),
                "layers": [session_shares(layer, real, planted) for layer in attention]}
     base = os.path.join(out_dir, f"{params['model_id']}_attention")
     write_text_atomic(base + ".csv", _csv(item_seq, attention, planted))

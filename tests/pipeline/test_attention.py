@@ -123,5 +123,7 @@ def test_seed_reads_a_comparison_runs_checkpoint(trained):
         import shutil
         shutil.copy(checkpoint, checkpoint.replace(".model", "_seed7.model"))
         summary = inspect_attention("config", EXPID, rows=3, out_dir="seeded", seed=7)
-    assert summary["checkpoint"].endswith(f"{EXPID}_seed7.model")
+    # Relative to the working folder, so a committed summary names no machine's paths.
+    assert summary["checkpoint"] == os.path.join("checkpoints", "MicroLens_synth_tiny",
+                                                 f"{EXPID}_seed7.model")
     assert os.path.exists(os.path.join(folder, "seeded", f"{EXPID}_seed7_attention.png"))
