@@ -209,16 +209,25 @@ def trimmed_width(longest_span: int, length: int, min_width: int = MIN_BUCKET_WI
     return int(length)
 
 
+def history_spans(real: torch.Tensor) -> torch.Tensor:
+    """Positions from each row's first real item to the end: ``(B, L) bool -> (B,) int64``.
+
+    Left padding makes this the row's length; a row with no real item has span 0. Real items
+    after a gap (not the data contract, but harmless) stay inside the span.
+    """
+    length = real.shape[-1]
+    first = real.to(torch.uint8).argmax(dim=-1)               # first True (0 when none)
+    return torch.where(real.any(dim=-1), length - first, torch.zeros_like(first))
+
+
 def span_of_rows(item_seq: np.ndarray) -> np.ndarray:
-    """Positions from each row's first real item to the end: ``(N, L) int -> (N,) int16``
-    (padding id 0; 0 for an empty row). Left padding makes it the row's length."""
-    rows, length = item_seq.shape
-    spans = np.zeros(rows, dtype=np.int16)
+    """:func:`history_spans` of a whole split's ``item_seq`` (padding id 0), on the host in
+    chunks: ``(N, L) int -> (N,) int16``."""
+    spans = np.zeros(item_seq.shape[0], dtype=np.int16)
     chunk = 1 << 16
-    for start in range(0, rows, chunk):
-        real = np.asarray(item_seq[start:start + chunk]) != 0
-        first = real.argmax(axis=1)
-        spans[start:start + chunk] = np.where(real.any(axis=1), length - first, 0)
+    for start in range(0, len(spans), chunk):
+        real = torch.from_numpy(np.asarray(item_seq[start:start + chunk]) != 0)
+        spans[start:start + chunk] = history_spans(real).numpy()
     return spans
 
 

@@ -36,7 +36,12 @@ import logging
 
 import torch
 
-from fuxictr_mmctr.data.batches import MIN_BUCKET_WIDTH, bucket_ladder, trimmed_width
+from fuxictr_mmctr.data.batches import (
+    MIN_BUCKET_WIDTH,
+    bucket_ladder,
+    history_spans,
+    trimmed_width,
+)
 from fuxictr_mmctr.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -63,17 +68,6 @@ class PackableHistory:
             raise UserError(f"{type(self).__name__} cannot pack its history: "
                             f"{self.unpackable_reason}")
         self._packed = bool(on)
-
-
-def history_spans(real: torch.Tensor) -> torch.Tensor:
-    """Positions from each row's first real item to the end: ``(B, L) bool -> (B,) int64``.
-
-    Left padding makes this the row's length; a row with no real item has span 0. Real items
-    after a gap (not the data contract, but harmless) stay inside the span.
-    """
-    length = real.shape[-1]
-    first = real.to(torch.uint8).argmax(dim=-1)               # first True (0 when none)
-    return torch.where(real.any(dim=-1), length - first, torch.zeros_like(first))
 
 
 def packing_allowed() -> bool:
