@@ -1,6 +1,7 @@
 """User-facing errors: one clear line, a non-zero exit, never a traceback."""
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
 
@@ -25,6 +26,12 @@ def location(path=None, column=None, row=None) -> str:
     if row is not None:
         parts.append(f"row {row}")
     return ", ".join(parts)
+
+
+def did_you_mean(name, known) -> str:
+    """``"; did you mean X?"`` for the known name closest to a mistyped ``name``, else ``""``."""
+    close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def exit_on_user_error(func):

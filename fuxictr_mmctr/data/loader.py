@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.data.arrays import ITEM_ID_COLUMNS, read_columns
 from fuxictr_mmctr.data.batches import BatchLoader
-from fuxictr_mmctr.errors import UserError, location
+from fuxictr_mmctr.errors import UserError, did_you_mean, location
 
 __all__ = ["BatchLoader", "LOADER_OPTIONS", "SplitArrays", "VALIDATION_MODES", "check_validation",
            "load_split", "loader_options", "validation_mode"]
@@ -175,11 +175,8 @@ def loader_options(params: dict) -> dict:
     options = {name: default for name, (default, _) in LOADER_OPTIONS.items()}
     for name, value in block.items():
         if name not in LOADER_OPTIONS:
-            import difflib
-
-            close = difflib.get_close_matches(str(name), list(LOADER_OPTIONS), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise UserError(f"dataset config: unknown loader option {name!r}{hint} (known: "
+            raise UserError(f"dataset config: unknown loader option {name!r}"
+                            f"{did_you_mean(name, LOADER_OPTIONS)} (known: "
                             f"{', '.join(LOADER_OPTIONS)})")
         nullable = LOADER_OPTIONS[name][0] is None
         if not isinstance(value, bool) and not (nullable and value is None):

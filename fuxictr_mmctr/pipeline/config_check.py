@@ -16,7 +16,6 @@ line), raised before a log is opened, a checkpoint folder made or data generated
 """
 from __future__ import annotations
 
-import difflib
 import glob
 import inspect
 import numbers
@@ -24,7 +23,7 @@ import os
 
 import yaml
 
-from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.errors import UserError, did_you_mean
 
 #: Keys the pipeline itself reads.
 PIPELINE_KEYS = ("model", "dataset_id", "model_id", "batch_size", "eval_batch_size", "epochs",
@@ -156,9 +155,7 @@ def check_params(params: dict, where: str = "") -> dict:
     allowed = known_keys(model_class)
     for key in params:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise UserError(f"{prefix}unknown key {key!r}{hint}")
+            raise UserError(f"{prefix}unknown key {key!r}{did_you_mean(key, allowed)}")
     checked = dict(params)
     _check_no_op_keys(checked, prefix)
     _check_pipeline_and_trainer(checked, prefix)
