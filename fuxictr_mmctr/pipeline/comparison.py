@@ -365,13 +365,11 @@ def oracle_lines(config_dir: str, dataset_id: str) -> dict | None:
     """``{"oracle": AUC, "partial": {part: AUC}}`` of the dataset's valid split (synthetic
     data, from its ``oracle.json``), else None."""
     from fuxictr_mmctr.pipeline.config_check import dataset_params
+    from fuxictr_mmctr.pipeline.datasets import oracle_report
 
-    valid_data = dataset_params(config_dir, dataset_id).get("valid_data")
-    path = os.path.join(os.path.dirname(str(valid_data)), "oracle.json")
-    if not os.path.exists(path):
+    report = oracle_report(dataset_params(config_dir, dataset_id))
+    if report is None:
         return None
-    with open(path, encoding="utf-8") as handle:
-        report = json.load(handle)
     partial = {name.removeprefix("no_"): aucs["valid"]
                for name, aucs in report.get("partial_oracle_auc", {}).items()}
     return {"oracle": report["oracle_auc"]["valid"], "partial": partial}

@@ -200,13 +200,20 @@ def _synthetic_is_stale(params: dict, folder: str) -> bool:
     return stale
 
 
-def oracle_auc(params: dict, split: str = "valid"):
-    """Oracle AUC of a synthetic dataset's ``split`` from its ``oracle.json``; None for real data."""
+def oracle_report(params: dict) -> dict | None:
+    """The ``oracle.json`` of a synthetic dataset (beside its ``train_data``); None for real
+    data."""
     path = os.path.join(dataset_folder(params), "oracle.json")
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle).get("oracle_auc", {}).get(split)
+        return json.load(handle)
+
+
+def oracle_auc(params: dict, split: str = "valid"):
+    """Oracle AUC of a synthetic dataset's ``split`` from its ``oracle.json``; None for real data."""
+    report = oracle_report(params)
+    return None if report is None else report.get("oracle_auc", {}).get(split)
 
 
 def has_labels(path: str) -> bool:

@@ -54,10 +54,10 @@ def data_identity(params: dict) -> dict:
     they change with the pyarrow version that wrote them. Other data is identified by each
     split's and the item table's size in bytes (files not there are ``None``).
     """
-    oracle = os.path.join(os.path.dirname(str(params.get("train_data", ""))), "oracle.json")
-    if os.path.exists(oracle):
-        with open(oracle, encoding="utf-8") as handle:
-            report = json.load(handle)
+    from fuxictr_mmctr.pipeline.datasets import oracle_report
+
+    report = oracle_report(params)
+    if report is not None:
         stable = {key: value for key, value in report.items() if key not in VOLATILE_ORACLE_KEYS}
         text = json.dumps(stable, sort_keys=True)
         return {"oracle.json": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]}
