@@ -4,10 +4,18 @@
 ``<out>/runs/`` with the same config and data (:func:`.run_record.config_hash`), trains the rest
 one process per run (:mod:`.run_record`) on a pool of device slots, and writes::
 
-    <out>/comparison.csv   one row per expid: metrics as mean and std over seeds, cost, status
-    <out>/comparison.md    the same as a table, with the machine and the oracle lines
-    <out>/comparison.png   valid AUC per expid (sorted, error bars), oracle lines (synthetic)
+    <out>/comparison.csv          one row per expid: metrics as mean and std over seeds, cost,
+                                  status, and the paired-bootstrap difference to the best row
+    <out>/comparison.md           the same as a table, with the machine and the oracle lines
+    <out>/comparison.png          valid AUC per expid (sorted, error bars), oracle lines (synthetic)
+    <out>/comparison_slices.csv   valid AUC per history-length and target-popularity bucket
+    <out>/comparison_slices.md    the same as a table, with each bucket's row count
+    <out>/comparison_slices.png   the same as lines over the buckets, one per expid
 
+Besides the expids, the tables hold the training-free baselines of
+:func:`.row_analysis.heuristic_scores` (model ``heuristic``), computed at table time from the
+dataset folder. Slices and bootstrap vectors of trained runs come from their records
+(:mod:`.run_record`), so ``--no-train`` rebuilds every table from the records and the folder.
 A run that fails (bad config, crash, killed) is recorded with its one-line reason and its
 expid's row is marked failed; the table is written all the same. Seeds are the expid's own
 ``seed`` plus 0, 1, ...: the first seed's run is the one ``run_expid.py`` makes.
@@ -26,17 +34,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.fileio import write_text_atomic
-from fuxictr_mmctr.pipeline import run_record
+from fuxictr_mmctr.pipeline import row_analysis, run_record
 
 #: Columns of ``comparison.csv``, in order.
 CSV_COLUMNS = (
     "expid", "model", "status", "seeds", "seeds_ok", "valid_auc_mean", "valid_auc_std",
     "gauc_mean", "gauc_std", "logloss_mean", "logloss_std", "test_auc_mean", "test_auc_std",
-    "oracle_auc", "gap_to_oracle", "parameters", "samples_per_second", "epoch_seconds",
-    "peak_host_mb", "peak_gpu_mb", "device", "reason",
+    "oracle_auc", "gap_to_oracle", "diff_to_best", "diff_low", "diff_high", "p_value",
+    "significance", "parameters", "samples_per_second", "epoch_seconds", "peak_host_mb",
+    "peak_gpu_mb", "device", "reason",
 )
+#: The model name of the training-free rows.
+HEURISTIC_MODEL = "heuristic"
+#: Marks of the ``significance`` column (see :func:`add_significance`).
+BEST_MARK, SIGNIFICANT_MARK, NOT_SIGNIFICANT_MARK = "best", "*", "≈"
 #: How often the scheduler looks at its running processes.
 POLL_SECONDS = 0.5
 
@@ -285,7 +299,150 @@ def _metric_columns(records: list[dict]) -> dict:
     columns["peak_host_mb"] = stats([r.get("peak_host_mb") for r in records
                                      if r.get("peak_host_mb_source") == run_record.PEAK_SOURCE])[0]
     columns["device"] = "; ".join(dict.fromkeys(str(r.get("device")) for r in records))
+    columns.update(_row_analysis_columns(records))
     return columns
+
+
+def _row_analysis_columns(records: list[dict]) -> dict:
+    """``bootstrap`` (the seed mean of the records' ``valid_bootstrap`` AUCs, ``(R,)``),
+    ``bootstrap_split`` (its ``(users, rows)``), ``slices`` (``{kind: {bucket: mean AUC}}``)
+    and ``slice_rows`` (``{kind: {bucket: rows}}``), each ``None`` unless every record holds
+    it (records from before they were recorded hold neither)."""
+    columns = dict.fromkeys(("bootstrap", "bootstrap_split", "slices", "slice_rows"))
+    vectors = [row_analysis.bootstrap_vector(r.get("valid_bootstrap")) for r in records]
+    if all(vector is not None for vector in vectors):
+        splits = {(r["valid_bootstrap"].get("users"), r["valid_bootstrap"].get("rows"))
+                  for r in records}
+        if len(splits) == 1:
+            columns["bootstrap"], columns["bootstrap_split"] = np.mean(vectors, axis=0), *splits
+    slices = [r.get("valid_slices") for r in records]
+    if all(isinstance(item, dict) and item.get("version") == row_analysis.SLICES_VERSION
+           for item in slices):
+        columns["slices"] = _mean_slices(slices)
+        columns["slice_rows"] = {kind: {name: cell.get("rows")
+                                        for name, cell in slices[0].get(kind, {}).items()}
+                                 for kind in row_analysis.SLICE_KINDS}
+    return columns
+
+
+def _mean_slices(slices: list[dict]) -> dict:
+    """``{kind: {bucket: mean over the records of the bucket's AUC (None where none has
+    one)}}`` of several records' ``valid_slices``."""
+    means = {}
+    for kind in row_analysis.SLICE_KINDS:
+        buckets = dict.fromkeys(name for item in slices for name in item.get(kind, {}))
+        means[kind] = {}
+        for name in buckets:
+            values = [item[kind][name]["auc"] for item in slices
+                      if item.get(kind, {}).get(name, {}).get("auc") is not None]
+            means[kind][name] = float(np.mean(values)) if values else None
+    return means
+
+
+# ---------------------------------------------------------------------- training-free rows
+def heuristic_rows(data, test_labels=None, oracle_auc=None) -> list[dict]:
+    """One table row per training-free baseline (:data:`.row_analysis.HEURISTICS`) on the
+    valid split of ``data`` (a :class:`.row_analysis.DatasetRows`).
+
+    Each row has the valid AUC and gAUC, the test AUC where ``test_labels (N_test,)`` are given
+    (or the folder's test split has both classes), ``gap_to_oracle``, the bootstrap vector
+    and the slice AUCs; no logloss (the scores are not probabilities), seeds nor cost.
+    """
+    from fuxictr_mmctr.training.metrics import auc, gauc
+
+    valid = data.split("valid")
+    if valid.label is None:
+        raise UserError(f"{valid.path}: no label column; the valid split needs one")
+    slices = data.slices("valid")
+    valid_scores = data.heuristic_scores("valid")
+    test_scores, test_labels = _heuristic_test(data, test_labels)
+    rows = []
+    for name in row_analysis.HEURISTICS:
+        scores = valid_scores[name]
+        valid_auc = auc(valid.label, scores)
+        sliced = row_analysis.slice_aucs(valid.label, scores, slices)
+        rows.append({
+            "expid": f"{HEURISTIC_MODEL}_{name}", "model": HEURISTIC_MODEL, "status": "ok",
+            "training_free": True, "seeds": None, "seeds_ok": None, "reason": "",
+            "valid_auc_mean": valid_auc, "gauc_mean": gauc(valid.label, scores, valid.user_id),
+            "test_auc_mean": (auc(test_labels, test_scores[name])
+                              if test_scores is not None else None),
+            "oracle_auc": oracle_auc,
+            "gap_to_oracle": oracle_auc - valid_auc if oracle_auc is not None else None,
+            "bootstrap": np.round(row_analysis.bootstrap_aucs(valid.label, scores,
+                                                              valid.user_id), 6),
+            "bootstrap_split": (int(np.unique(valid.user_id).size), len(valid)),
+            "slices": {kind: {bucket: cell["auc"] for bucket, cell in buckets.items()}
+                       for kind, buckets in sliced.items()},
+            "slice_rows": row_analysis.slice_counts(slices),
+        })
+    return rows
+
+
+def _heuristic_test(data, test_labels):
+    """``(scores {name: (N_test,)}, labels (N_test,))`` of the folder's test split, labelled
+    by ``test_labels`` (the synthetic truth) or by its own label column; ``(None, None)`` when
+    there is no test split or no two classes to score."""
+    if not os.path.exists(os.path.join(data.folder, contract.split_file("test"))):
+        return None, None
+    test = data.split("test")
+    labels = test_labels if test_labels is not None else test.label
+    if labels is None or len(labels) != len(test) or np.unique(labels).size < 2:
+        return None, None
+    return data.heuristic_scores("test"), np.asarray(labels)
+
+
+def dataset_rows(config_dir: str, dataset_id: str):
+    """``(DatasetRows, test labels or None)`` of ``dataset_id``'s folder; ``(None, None)``
+    when the train or valid split its config names is not there, or is not the folder's
+    ``train.parquet`` / ``valid.parquet`` (the folder is what the analysis reads)."""
+    from fuxictr_mmctr.data.schema import split_file
+    from fuxictr_mmctr.pipeline.config_check import dataset_params
+    from fuxictr_mmctr.pipeline.datasets import dataset_folder, synthetic_test_labels
+
+    params = dataset_params(config_dir, dataset_id)
+    folder = dataset_folder(params)
+    for split in ("train", "valid"):
+        path = str(params.get(f"{split}_data"))
+        if (not os.path.isfile(path)
+                or os.path.abspath(path) != os.path.join(folder, split_file(split))):
+            return None, None
+    try:
+        test_labels = synthetic_test_labels(params)
+    except UserError:
+        test_labels = None  # an unusable truth file costs the test AUC only
+    return row_analysis.DatasetRows(folder), test_labels
+
+
+# ---------------------------------------------------------------------- significance
+def add_significance(rows: list[dict]) -> None:
+    """Set ``diff_to_best``, ``diff_low``, ``diff_high``, ``p_value`` and ``significance`` of
+    the rows that hold a ``bootstrap`` vector, against the best trained row (the first row of
+    highest ``valid_auc_mean`` that is not training-free).
+
+    ``diff_to_best`` is the row's ``valid_auc_mean`` minus the best's; the interval and
+    p-value are those of the per-resample differences of the two bootstrap vectors
+    (:func:`.row_analysis.paired_difference`). ``significance`` is ``best`` for the best row,
+    ``*`` where the 95% interval excludes 0 and ``≈`` where it does not. Nothing is set when
+    the best row has no bootstrap vector, nor on rows bootstrapped on another split.
+    """
+    trained = [row for row in rows if row.get("valid_auc_mean") is not None
+               and not row.get("training_free")]
+    if not trained:
+        return
+    best = max(trained, key=lambda row: row["valid_auc_mean"])
+    if best.get("bootstrap") is None:
+        return
+    best["significance"] = BEST_MARK
+    for row in rows:
+        if (row is best or row.get("bootstrap") is None or row.get("valid_auc_mean") is None
+                or row.get("bootstrap_split") != best.get("bootstrap_split")):
+            continue
+        test = row_analysis.paired_difference(row["bootstrap"], best["bootstrap"])
+        row.update(diff_to_best=row["valid_auc_mean"] - best["valid_auc_mean"],
+                   diff_low=test["low"], diff_high=test["high"], p_value=test["p_value"],
+                   significance=(SIGNIFICANT_MARK if test["significant"]
+                                 else NOT_SIGNIFICANT_MARK))
 
 
 def sort_rows(rows: list[dict]) -> list[dict]:
@@ -313,29 +470,45 @@ def _csv_value(value):
 
 
 def table_markdown(rows: list[dict], dataset_id: str, oracle: dict | None,
-                   machine: str) -> str:
-    """The comparison as a Markdown table, with the machine and the oracle lines above it."""
+                   machine: str, notes: list[str] = ()) -> str:
+    """The comparison as a Markdown table, with the machine, the oracle lines and ``notes``
+    above it."""
     lines = [f"# Model comparison on {dataset_id}", "",
              f"Machine: {machine}. Valid AUC, gAUC and logloss: mean ± std over seeds; "
              "samples/s and s/epoch: training throughput, the per-epoch validation included; "
-             "peak memory: the run's process (host RSS, and GPU when on one).", ""]
+             "peak memory: the run's process (host RSS, and GPU when on one).", "",
+             "vs best: the row's valid AUC minus the best trained row's; `*` where the 95% "
+             "interval of the paired bootstrap over valid users (1,000 resamples, the same for "
+             "every row) excludes 0, `≈` where it does not (interval and p-value in "
+             "comparison.csv); `—` where the runs recorded no bootstrap. Rows of model "
+             f"`{HEURISTIC_MODEL}` (seeds: training-free) score the valid rows from the "
+             "dataset folder alone, without training. Per-slice AUCs: comparison_slices.md.",
+             ""]
+    for note in notes:
+        lines += [note, ""]
     if oracle:
         lines += [f"Oracle valid AUC (the true click probabilities): {oracle['oracle']:.4f}; "
                   + ", ".join(f"without {part}: {value:.4f}"
                               for part, value in oracle["partial"].items()), ""]
-    lines += ["| expid | valid AUC | gAUC | logloss | test AUC | gap to oracle | parameters "
-              "| samples/s | s/epoch | peak MB | seeds |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| expid | valid AUC | vs best | gAUC | logloss | test AUC | gap to oracle "
+              "| parameters | samples/s | s/epoch | peak MB | seeds |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if row.get("valid_auc_mean") is None:
             shown = NOT_RUN if row["status"] == NOT_RUN else f"failed: {row['reason']}"
-            lines.append(f"| {row['expid']} | {shown} |  |  |  |  |  |  |  |  "
+            lines.append(f"| {row['expid']} | {shown} |  |  |  |  |  |  |  |  |  "
                          f"| 0/{row['seeds']} |")
+            continue
+        if row.get("training_free"):
+            lines.append(
+                f"| {row['expid']} | {_pm(row, 'valid_auc')} | {_vs_best(row)} "
+                f"| {_pm(row, 'gauc')} |  | {_pm(row, 'test_auc')} "
+                f"| {_fmt(row.get('gap_to_oracle'), '.4f')} |  |  |  |  | training-free |")
             continue
         peak = row.get("peak_gpu_mb") or row.get("peak_host_mb")
         lines.append(
-            f"| {row['expid']} | {_pm(row, 'valid_auc')} | {_pm(row, 'gauc')} "
-            f"| {_pm(row, 'logloss')} | {_pm(row, 'test_auc')} "
+            f"| {row['expid']} | {_pm(row, 'valid_auc')} | {_vs_best(row)} "
+            f"| {_pm(row, 'gauc')} | {_pm(row, 'logloss')} | {_pm(row, 'test_auc')} "
             f"| {_fmt(row.get('gap_to_oracle'), '.4f')} | {_fmt(row.get('parameters'), ',')} "
             f"| {_fmt(row.get('samples_per_second'), ',.0f')} "
             f"| {_seconds(row.get('epoch_seconds'))} | {_fmt(peak, ',.0f')} "
@@ -344,11 +517,20 @@ def table_markdown(rows: list[dict], dataset_id: str, oracle: dict | None,
     return "\n".join(lines) + "\n"
 
 
+def _vs_best(row: dict) -> str:
+    """``best``, ``-0.0012 *``, ``-0.0003 ≈`` or ``—`` (see :func:`add_significance`)."""
+    if row.get("significance") == BEST_MARK:
+        return BEST_MARK
+    if row.get("significance") is None:
+        return "—"
+    return f"{row['diff_to_best']:+.4f} {row['significance']}"
+
+
 def _pm(row: dict, name: str) -> str:
     mean, std = row.get(f"{name}_mean"), row.get(f"{name}_std")
     if mean is None:
         return "NA"
-    return f"{mean:.4f} ± {std:.4f}" if row.get("seeds_ok", 0) > 1 else f"{mean:.4f}"
+    return f"{mean:.4f} ± {std:.4f}" if (row.get("seeds_ok") or 0) > 1 else f"{mean:.4f}"
 
 
 def _seconds(value) -> str:
@@ -359,6 +541,77 @@ def _seconds(value) -> str:
 
 def _fmt(value, spec: str) -> str:
     return "NA" if value is None else format(value, spec)
+
+
+# ---------------------------------------------------------------------- the slices table
+#: How the slices table heads each slice kind's buckets.
+SLICE_HEADINGS = {"history_length": "hist {}", "popularity": "{}"}
+
+
+def bucket_counts(rows: list[dict], data=None) -> dict:
+    """``{kind: {bucket: valid rows}}``: from the dataset folder (``data``, a
+    :class:`.row_analysis.DatasetRows`) when given, else from the first row that recorded its
+    slices; ``{}`` when neither has them."""
+    if data is not None:
+        return row_analysis.slice_counts(data.slices("valid"))
+    recorded = next((row["slice_rows"] for row in rows if row.get("slice_rows")), None)
+    return recorded or {}
+
+
+def _slice_keys(counts: dict) -> list[tuple[str, str]]:
+    """``[(kind, bucket), ...]`` in table order."""
+    return [(kind, bucket) for kind in row_analysis.SLICE_KINDS
+            for bucket in counts.get(kind, {})]
+
+
+def _slice_auc(row: dict, kind: str, bucket: str):
+    return ((row.get("slices") or {}).get(kind) or {}).get(bucket)
+
+
+def slices_csv(rows: list[dict], counts: dict) -> str:
+    """``comparison_slices.csv``: ``expid, model, seeds_ok, valid_auc_mean`` and one column
+    ``<kind>:<bucket>`` per bucket (mean valid AUC over seeds); the first row, expid
+    ``(rows)``, holds each bucket's valid row count. Rows: the finished ones of ``rows``."""
+    keys = _slice_keys(counts)
+    names = ["expid", "model", "seeds_ok", "valid_auc_mean"] + [f"{k}:{b}" for k, b in keys]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerow(["(rows)", "", "", ""] + [counts[k][b] for k, b in keys])
+    for row in rows:
+        if row.get("valid_auc_mean") is None:
+            continue
+        writer.writerow([row["expid"], row.get("model") or "", _csv_value(row.get("seeds_ok")),
+                         _csv_value(row["valid_auc_mean"])]
+                        + [_csv_value(_slice_auc(row, k, b)) for k, b in keys])
+    return buffer.getvalue()
+
+
+def slices_markdown(rows: list[dict], counts: dict, dataset_id: str) -> str:
+    """``comparison_slices.md``: the valid AUC of each finished row per bucket, the buckets'
+    row counts in the header."""
+    keys = _slice_keys(counts)
+    lines = [f"# Valid AUC per slice on {dataset_id}", "",
+             "Each cell is the AUC on the valid rows of one bucket, mean over seeds (n: the "
+             "bucket's rows). hist: real item ids in the row's item_seq. Target popularity: "
+             "`cold` never in a user's train item set (neither a positive train target nor in "
+             "any train history), `head` the most popular items that together hold half of the "
+             "train occurrences, `tail` the rest; popularity counts the users whose train item "
+             "set holds the item (fuxictr_mmctr/pipeline/row_analysis.py). `—`: a bucket with "
+             f"one class, or runs recorded before slices were. Model `{HEURISTIC_MODEL}`: "
+             "training-free.", ""]
+    if not keys:
+        lines += ["No slices: neither the dataset folder nor the records hold them.", ""]
+    headings = [SLICE_HEADINGS[k].format(b) + f" (n={counts[k][b]:,})" for k, b in keys]
+    lines += ["| expid | valid AUC | " + " | ".join(headings) + " |",
+              "|---|---|" + "---|" * len(keys)]
+    for row in rows:
+        if row.get("valid_auc_mean") is None:
+            continue
+        cells = [_fmt(_slice_auc(row, k, b), ".4f").replace("NA", "—") for k, b in keys]
+        lines.append(f"| {row['expid']} | {row['valid_auc_mean']:.4f} | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
 def oracle_lines(config_dir: str, dataset_id: str) -> dict | None:
@@ -383,14 +636,14 @@ NOT_RUN = "not run"
 def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int = 1,
             devices=(-1,), out_dir: str | None = None, progress: bool = True,
             train: bool = True) -> Comparison:
-    """Plan, run what is missing, and write the three outputs (see the module docstring).
+    """Plan, run what is missing, and write the six outputs (see the module docstring).
 
     ``train=False`` trains nothing: the tables show the recorded runs, and each missing one
     counts as a seed not run.
     """
     from tqdm import tqdm
 
-    from fuxictr_mmctr.pipeline.comparison_chart import draw_comparison
+    from fuxictr_mmctr.pipeline.comparison_chart import draw_comparison, draw_slices
 
     if not expids:
         raise UserError("no expids to compare")
@@ -412,13 +665,30 @@ def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int 
         run_all(runs, config_dir, devices, bar)
     finally:
         bar.close()
-    rows = sort_rows(summarise(runs))
+    rows = summarise(runs)
     oracle = oracle_lines(config_dir, dataset_id)
+    data, notes = None, []
+    try:
+        data, test_labels = dataset_rows(config_dir, dataset_id)
+        if data is not None:
+            rows += heuristic_rows(data, test_labels, oracle["oracle"] if oracle else None)
+    except UserError as error:
+        notes.append(f"Training-free rows: not computed ({error}).")
+        data = None
+    rows = sort_rows(rows)
+    add_significance(rows)
     machine = _machine(runs, devices)
-    outputs = [os.path.join(out_dir, f"comparison.{ext}") for ext in ("csv", "md", "png")]
+    counts = bucket_counts(rows, data)
+    outputs = [os.path.join(out_dir, f"{name}.{ext}") for name in ("comparison",
+                                                                    "comparison_slices")
+               for ext in ("csv", "md", "png")]
     write_text_atomic(outputs[0], table_csv(rows))
-    write_text_atomic(outputs[1], table_markdown(rows, dataset_id, oracle, machine))
-    draw_comparison(rows, outputs[2], dataset_id, oracle, machine)
+    write_text_atomic(outputs[1], table_markdown(rows, dataset_id, oracle, machine, notes))
+    draw_comparison([row for row in rows if not row.get("training_free")], outputs[2],
+                    dataset_id, oracle, machine)
+    write_text_atomic(outputs[3], slices_csv(rows, counts))
+    write_text_atomic(outputs[4], slices_markdown(rows, counts, dataset_id))
+    draw_slices(rows, counts, outputs[5], dataset_id)
     return Comparison(runs=runs, rows=rows, out_dir=out_dir, trained=to_train, reused=reused,
                       outputs=outputs)
 

@@ -1,10 +1,14 @@
-"""The comparison chart: valid AUC per expid at a glance.
+"""The comparison charts: valid AUC per expid at a glance, and per slice of the valid rows.
 
-One horizontal bar per expid, best on top, with the std over seeds as an error bar; on
-synthetic data the oracle AUC and the no-history partial oracle are vertical lines, so each
-bar reads as "how much of the reachable gain this model took". Bars are coloured by model class
-(an ablation shares its model's colour), with the classes in the legend. Failed expids are
-listed without a bar.
+:func:`draw_comparison`: one horizontal bar per expid, best on top, with the std over seeds
+as an error bar; on synthetic data the oracle AUC and the no-history partial oracle are
+vertical lines, so each bar reads as "how much of the reachable gain this model took". Bars
+are coloured by model class (an ablation shares its model's colour), with the classes in the
+legend. Failed expids are listed without a bar; training-free rows are left out (the caller
+passes trained rows only).
+
+:func:`draw_slices`: one panel per slice kind (history length, target popularity), one line per
+row over the buckets.
 """
 from __future__ import annotations
 
@@ -90,3 +94,59 @@ def _x_range(values: list[float]) -> tuple[float, float]:
     low, high = min(values), max(values)
     margin = max((high - low) * 0.15, 0.005)
     return max(low - margin, 0.0), min(high + 3 * margin, 1.0)
+
+
+#: Colours of the slices chart's lines: tab20's ten strong shades, then its ten light ones (20
+#: distinct, then the markers tell lines apart).
+SLICE_PALETTE = "tab20"
+SLICE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Titles of the slices chart's panels, one per slice kind.
+SLICE_TITLES = {"history_length": "history length (real items)",
+                "popularity": "target popularity in train"}
+
+
+def draw_slices(rows: list[dict], counts: dict, path: str, dataset_id: str) -> None:
+    """Write the slices chart to ``path`` (PNG): one panel per slice kind of ``counts``
+    (``{kind: {bucket: valid rows}}``), the buckets on the x axis (with their row counts), and
+    one line of valid AUC per finished row of ``rows`` (sorted best first, as in the table;
+    training-free rows dashed). A bucket without an AUC breaks the row's line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+
+    shown = [row for row in rows if row.get("valid_auc_mean") is not None]
+    kinds = [kind for kind in SLICE_TITLES if counts.get(kind)]
+    widths = [max(len(counts[kind]), 2) for kind in kinds] or [1]
+    figure, axes = plt.subplots(1, len(widths), figsize=(12, 5.5), squeeze=False, sharey=True,
+                                gridspec_kw={"width_ratios": widths})
+    colours = colormaps[SLICE_PALETTE].colors
+    palette = list(colours[0::2]) + list(colours[1::2])
+    for axis, kind in zip(axes[0], kinds):
+        buckets = list(counts[kind])
+        positions = range(len(buckets))
+        for index, row in enumerate(shown):
+            values = [((row.get("slices") or {}).get(kind) or {}).get(bucket) for bucket in buckets]
+            axis.plot(positions, [float("nan") if v is None else v for v in values],
+                      color=palette[index % len(palette)],
+                      marker=SLICE_MARKERS[index // len(palette) % len(SLICE_MARKERS)],
+                      linestyle="--" if row.get("training_free") else "-", linewidth=1.2,
+                      markersize=4, label=row["expid"])
+        axis.set_xticks(list(positions))
+        axis.set_xticklabels([f"{bucket}\nn={counts[kind][bucket]:,}" for bucket in buckets],
+                             fontsize=8)
+        axis.set_title(SLICE_TITLES[kind], fontsize=9)
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("valid AUC (mean over seeds)")
+    if not kinds:
+        axes[0][0].text(0.5, 0.5, "no slices recorded", ha="center", va="center")
+    figure.suptitle(f"{dataset_id}: valid AUC per slice (dashed: training-free)", fontsize=9)
+    if shown and kinds:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                      fontsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as tmp_path:
+        figure.savefig(tmp_path, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)

@@ -98,13 +98,15 @@ def make_loader(params: dict, catalogue, path: str, train: bool, device, group=N
 
 def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = False,
                    dist_timeout_minutes: float = distributed.DEFAULT_TIMEOUT_MINUTES,
-                   overrides: dict | None = None) -> dict:
+                   overrides: dict | None = None, valid_scores: bool = False) -> dict:
     """Train and evaluate ``expid``; print the summary line and append the result CSV row.
 
     Returns ``{"expid", "valid": {...}, "test": {...} or None, "test_auc_truth": float | None,
     "oracle_auc": float | None, "parameters": int, "train_seconds": float,
     "train_samples": int}`` (``train_seconds``: wall time of training, the per-epoch
     validation included; ``train_samples``: rows trained on, all processes together).
+    ``valid_scores=True`` adds ``"valid_scores"``: the best checkpoint's predictions on the
+    valid split, ``(N,) float64`` in file order (one more pass over the valid split).
     ``overrides`` replace config keys (see :func:`load_params`). The configuration is checked
     before anything is written.
     Under torchrun (``WORLD_SIZE > 1``) each process trains on its shard of the train rows and
@@ -124,7 +126,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = Fa
     params["gpu"] = gpu
     try:
         with distributed.explain_timeouts(group, dist_timeout_minutes):
-            return _train_and_evaluate(config_dir, params, resume, group)
+            return _train_and_evaluate(config_dir, params, resume, group, valid_scores)
     finally:
         distributed.stop(group)
 
@@ -159,7 +161,8 @@ def data_fingerprint(params: dict) -> dict:
     return fingerprint
 
 
-def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group) -> dict:
+def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group,
+                        valid_scores: bool = False) -> dict:
     """:func:`run_experiment` inside its process group (one plain process or a torchrun rank)."""
     with distributed.main_first(group):
         datasets.ensure_dataset(params)  # before any log or checkpoint file exists
@@ -170,13 +173,14 @@ def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group) -> d
             logging.info("Distributed: %d processes (%s)", group.world_size,
                          "one GPU each" if params["gpu"] >= 0 else "CPU, gloo")
     try:
-        return _run_logged(config_dir, params, resume, group)
+        return _run_logged(config_dir, params, resume, group, valid_scores)
     except UserError as error:
         logging.error("error: %s", error)  # the log tells why the run stopped
         raise
 
 
-def _run_logged(config_dir: str, params: dict, resume: bool, group) -> dict:
+def _run_logged(config_dir: str, params: dict, resume: bool, group,
+                valid_scores: bool = False) -> dict:
     """Data, model, training, evaluation and the result line, once the log is open."""
     from fuxictr.pytorch.torch_utils import seed_everything
     from fuxictr.utils import print_to_list
@@ -205,6 +209,7 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group) -> dict:
     logging.info("****** Validation evaluation ******")
     model.load_weights(model.checkpoint)
     valid_result = model.evaluate(valid_loader)
+    scores = model.predict(valid_loader) if valid_scores else None
     test_result, test_auc_truth = _evaluate_test(params, catalogue, model, group)
 
     oracle = datasets.oracle_auc(params, "valid")
@@ -215,7 +220,8 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group) -> dict:
     return {"expid": expid, "valid": valid_result, "test": test_result,
             "test_auc_truth": test_auc_truth, "oracle_auc": oracle,
             "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "train_seconds": train_seconds, "train_samples": train_samples}
+            "train_seconds": train_seconds, "train_samples": train_samples,
+            **({"valid_scores": scores} if valid_scores else {})}
 
 
 def _samples_trained(trainer, train_loader) -> int:

@@ -7,7 +7,21 @@ evaluates it like ``run_expid.py`` (gAUC added to the metrics) and writes ``F``:
     {"status": "ok", "expid", "model", "dataset_id", "seed", "config_hash",
      "valid": {"AUC", "gAUC", "logloss"}, "test_auc", "oracle_auc", "parameters",
      "train_seconds", "train_samples", "epochs", "samples_per_second", "epoch_seconds",
-     "peak_host_mb", "peak_host_mb_source", "peak_gpu_mb", "device", "finished"}
+     "peak_host_mb", "peak_host_mb_source", "peak_gpu_mb", "device", "finished",
+     "valid_slices", "valid_bootstrap"}
+
+``valid_slices`` and ``valid_bootstrap`` analyse the best checkpoint's valid scores row by row
+(:mod:`.row_analysis`)::
+
+    "valid_slices": {"version": 1,
+                     "history_length": {"1": {"auc": 0.71, "rows": 812}, "2-3": {...}, ...},
+                     "popularity": {"cold": {"auc": null, "rows": 0}, "tail": {...}, "head": {...}}}
+    "valid_bootstrap": {"seed": 20250101, "resamples": 1000, "users": U, "rows": N,
+                        "auc": [1000 AUCs, 6 decimals, null where undefined]}
+
+They are left out when the valid split is not the dataset folder's ``valid.parquet`` (or the
+analysis fails, with a warning in the log). Records written before they existed lack them;
+neither is part of the config hash.
 
 A comparison (:mod:`.comparison`) starts one such process per run: a crash, a config error or an
 out-of-memory kill stays that run's failure, peak memory is that run's own, and runs spread over
@@ -123,7 +137,7 @@ def record_run(config_dir: str, expid: str, seed: int, gpu: int, out_path: str) 
 
     overrides = seeded_overrides(expid, seed)
     params = load_params(config_dir, expid, gpu, overrides)
-    result = run_experiment(config_dir, expid, gpu=gpu, overrides=overrides)
+    result = run_experiment(config_dir, expid, gpu=gpu, overrides=overrides, valid_scores=True)
     params = load_params(config_dir, expid, gpu, overrides)  # the data exists now: hash it
     epochs = result["train_samples"] / max(_train_rows(params), 1)
     train_seconds = result["train_seconds"]
@@ -152,8 +166,45 @@ def record_run(config_dir: str, expid: str, seed: int, gpu: int, out_path: str) 
         "torch": torch.__version__,
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
-    write_text_atomic(out_path, json.dumps(record, indent=2) + "\n")
+    # After the peak was read: the analysis's memory is not the run's.
+    record.update(valid_analysis(params, result["valid_scores"]))
+    write_text_atomic(out_path, record_text(record))
     return record
+
+
+def valid_analysis(params: dict, scores) -> dict:
+    """``{"valid_slices", "valid_bootstrap"}`` of a run's valid ``scores (N,)`` (file order),
+    from the dataset folder (:func:`.row_analysis.valid_record`); ``{}`` when the run's valid
+    split is not that folder's ``valid.parquet``, or when the analysis fails on the folder's
+    data (one warning line: a finished training run is never lost to its analysis)."""
+    import logging
+
+    from fuxictr_mmctr.data.schema import split_file
+    from fuxictr_mmctr.pipeline.datasets import dataset_folder
+    from fuxictr_mmctr.pipeline.row_analysis import DatasetRows, valid_record
+
+    folder = dataset_folder(params)
+    if os.path.abspath(params["valid_data"]) != os.path.join(folder, split_file("valid")):
+        return {}
+    try:
+        return valid_record(scores, DatasetRows(folder))
+    except UserError as error:
+        logging.warning("No valid slices or bootstrap in the record: %s", error)
+        return {}
+
+
+#: Stands in for the bootstrap AUCs while the rest of a record is indented.
+_AUCS_PLACEHOLDER = "@valid_bootstrap_auc@"
+
+
+def record_text(record: dict) -> str:
+    """A record as indented JSON, its bootstrap AUCs on one line (not 1,000 lines)."""
+    bootstrap = record.get("valid_bootstrap")
+    if not isinstance(bootstrap, dict) or "auc" not in bootstrap:
+        return json.dumps(record, indent=2) + "\n"
+    shown = {**record, "valid_bootstrap": {**bootstrap, "auc": _AUCS_PLACEHOLDER}}
+    return json.dumps(shown, indent=2).replace(json.dumps(_AUCS_PLACEHOLDER),
+                                               json.dumps(bootstrap["auc"])) + "\n"
 
 
 def _train_rows(params: dict) -> int:

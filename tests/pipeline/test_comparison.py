@@ -1,4 +1,4 @@
-"""benchmarks/compare_models.py: seeded runs, reuse, failed rows, and the three outputs."""
+"""benchmarks/compare_models.py: seeded runs, reuse, failed rows, outputs and row analysis."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
@@ -54,6 +55,11 @@ def compared(tmp_path_factory, tiny_dataset):
         again = comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny"], num_seeds=2,
                                    out_dir="results", progress=False)
     return folder, result, broken, again
+
+
+def row_of(result, expid: str) -> dict:
+    """The table row of ``expid`` (training-free rows may rank above it)."""
+    return next(row for row in result.rows if row["expid"] == expid)
 
 
 def test_writes_csv_markdown_and_png(compared):
@@ -110,8 +116,8 @@ def test_finished_runs_are_reused(compared):
     _, result, _, again = compared
     assert result.trained == 2
     assert again.trained == 0 and again.reused == 2
-    assert again.rows[0]["valid_auc_mean"] == pytest.approx(
-        next(r for r in result.rows if r["expid"] == "DCNv2_MicroLens_tiny")["valid_auc_mean"])
+    assert row_of(again, "DCNv2_MicroLens_tiny")["valid_auc_mean"] == pytest.approx(
+        row_of(result, "DCNv2_MicroLens_tiny")["valid_auc_mean"])
 
 
 def test_no_train_tables_show_missing_seeds_as_not_run(compared):
@@ -119,7 +125,7 @@ def test_no_train_tables_show_missing_seeds_as_not_run(compared):
     with inside(folder):
         table = comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny"], num_seeds=3,
                                    out_dir="results", progress=False, train=False)
-    row = table.rows[0]
+    row = row_of(table, "DCNv2_MicroLens_tiny")
     assert table.trained == 0 and row["status"] == "partial"
     assert row["seeds_ok"] == 2 and row["seeds"] == 3 and "not run" in row["reason"]
     assert not os.path.exists(os.path.join(folder, "results", "runs",
@@ -245,3 +251,127 @@ def test_user_data_identity_is_its_file_sizes(tmp_path):
     small = write_split_files(tmp_path / "small", None, 1000)
     larger = write_split_files(tmp_path / "larger", None, 2000)
     assert run_record.data_identity(small) != run_record.data_identity(larger)
+
+
+# ---------------------------------------------------------------------- row analysis
+def test_runs_record_slices_and_bootstrap_and_tables_hold_them(compared):
+    folder, result, _, _ = compared
+    record = next(run.record for run in result.runs if run.expid == "DCNv2_MicroLens_tiny")
+    slices = record["valid_slices"]
+    assert slices["version"] == 1 and list(slices["popularity"]) == ["cold", "tail", "head"]
+    assert sum(cell["rows"] for cell in slices["history_length"].values()) == 1000
+    bootstrap = record["valid_bootstrap"]
+    assert bootstrap["seed"] == 20250101 and bootstrap["rows"] == 1000
+    assert len(bootstrap["auc"]) == 1000
+    assert abs(np.nanmean(np.array(bootstrap["auc"], dtype=float)) - record["valid"]["AUC"]) < 0.02
+    text = open(os.path.join(folder, "results", "runs", "DCNv2_MicroLens_tiny_seed2025.json"),
+                encoding="utf-8").read()
+    assert '"auc": [' in text and len(text.splitlines()) < 80   # the 1,000 AUCs on one line
+    with open(os.path.join(folder, "results", "comparison.csv"), encoding="utf-8") as handle:
+        rows = {row["expid"]: row for row in csv.DictReader(handle)}
+    assert rows["DCNv2_MicroLens_tiny"]["significance"] == "best"
+    for name in ("popularity", "likes_level", "title_cosine", "cooccurrence"):
+        row = rows[f"heuristic_{name}"]
+        assert row["model"] == "heuristic" and row["seeds"] == "" and row["logloss_mean"] == ""
+        assert 0.3 < float(row["valid_auc_mean"]) < 0.9 and row["test_auc_mean"] != ""
+        assert row["significance"] in ("*", "≈") and float(row["p_value"]) <= 1
+    for name in ("comparison_slices.csv", "comparison_slices.md", "comparison_slices.png"):
+        assert os.path.getsize(os.path.join(folder, "results", name)) > 0, name
+    with open(os.path.join(folder, "results", "comparison_slices.csv"), encoding="utf-8") as h:
+        sliced = {row["expid"]: row for row in csv.DictReader(h)}
+    assert int(sliced["(rows)"]["popularity:head"]) > 0
+    assert float(sliced["DCNv2_MicroLens_tiny"]["popularity:head"]) > 0.5
+    assert sliced["heuristic_popularity"]["popularity:cold"] in ("", "0.5")   # constant score
+
+
+def write_record(run, model: str, scores=None, data=None) -> dict:
+    """A finished run's record for ``run`` (a PlannedRun); with ``scores`` (valid, file order)
+    its valid AUC and, from ``data``, the slices and bootstrap a run now records."""
+    from fuxictr_mmctr.pipeline import row_analysis
+    from fuxictr_mmctr.pipeline.run_record import record_text
+    from fuxictr_mmctr.training.metrics import auc
+
+    record = {"status": "ok", "expid": run.expid, "model": model, "seed": run.seed,
+              "config_hash": run.expected_hash, "valid": {"AUC": 0.7, "gAUC": 0.7,
+                                                          "logloss": 0.5},
+              "test_auc": None, "oracle_auc": 0.8, "parameters": 10, "device": "cpu"}
+    if scores is not None:
+        record["valid"]["AUC"] = auc(data.split("valid").label, scores)
+        record.update(row_analysis.valid_record(scores, data))
+    os.makedirs(os.path.dirname(run.record_path), exist_ok=True)
+    with open(run.record_path, "w", encoding="utf-8") as handle:
+        handle.write(record_text(record))
+    return record
+
+
+def valid_truth(folder) -> np.ndarray:
+    """The tiny dataset's true valid click probabilities, file order."""
+    import pandas as pd
+
+    truth = pd.read_parquet(os.path.join(folder, "truth.parquet"))
+    return truth[truth["split"] == "valid"].sort_values("row")["click_prob"].to_numpy()
+
+
+def test_significance_marks_from_recorded_bootstraps(tmp_path, tiny_dataset):
+    """No training: records of a strong expid, a much weaker one and one recorded before the
+    row analysis existed. The weak one is significantly worse, the old one has no mark."""
+    from fuxictr_mmctr.pipeline import row_analysis
+
+    folder = working_folder(tmp_path, tiny_dataset)
+    data = row_analysis.DatasetRows(os.path.join(folder, "data", TINY))
+    truth = valid_truth(data.folder)
+    rng = np.random.default_rng(0)
+    expids = ["DCNv2_MicroLens_tiny", "QIN_MicroLens_tiny", "DIN_MicroLens_tiny"]
+    with inside(folder):
+        runs = comparison.plan_runs("config", TINY, expids, 2, "results")
+        for run in runs:
+            if run.expid == "DCNv2_MicroLens_tiny":
+                write_record(run, "DCNv2", truth + rng.normal(0, 0.02, len(truth)), data)
+            elif run.expid == "QIN_MicroLens_tiny":
+                write_record(run, "QIN", truth + rng.normal(0, 0.5, len(truth)), data)
+            else:
+                write_record(run, "DIN")          # the old format: no slices, no bootstrap
+        table = comparison.compare("config", TINY, expids, num_seeds=2, out_dir="results",
+                                   progress=False, train=False)
+    rows = {row["expid"]: row for row in table.rows}
+    assert table.trained == 0
+    assert rows["DCNv2_MicroLens_tiny"]["significance"] == "best"
+    weak = rows["QIN_MicroLens_tiny"]
+    assert weak["significance"] == "*" and weak["diff_high"] < 0 and weak["p_value"] < 0.05
+    assert weak["diff_to_best"] == pytest.approx(
+        weak["valid_auc_mean"] - rows["DCNv2_MicroLens_tiny"]["valid_auc_mean"])
+    assert rows["DIN_MicroLens_tiny"].get("significance") is None
+    markdown = open(os.path.join(folder, "results", "comparison.md"), encoding="utf-8").read()
+    assert "| DCNv2_MicroLens_tiny |" in markdown and "| best |" in markdown
+    din_line = next(line for line in markdown.splitlines() if "| DIN_MicroLens_tiny |" in line)
+    assert din_line.split(" | ")[2] == "—" and din_line.endswith("| 2/2 |")
+    assert "| heuristic_cooccurrence |" in markdown and "training-free |" in markdown
+    slices_md = open(os.path.join(folder, "results", "comparison_slices.md"),
+                     encoding="utf-8").read()
+    din_slices = next(line for line in slices_md.splitlines() if "| DIN_MicroLens_tiny |" in line)
+    assert din_slices.count("—") == sum(len(b) for b in data.slices("valid").values())
+
+
+def test_old_records_alone_still_render(tmp_path, tiny_dataset):
+    """Records written before the row analysis (the committed ones): the tables are written,
+    the new columns are blank or "—", and the heuristics still get their rows (unmarked: the
+    best trained row has no bootstrap)."""
+    folder = working_folder(tmp_path, tiny_dataset)
+    with inside(folder):
+        runs = comparison.plan_runs("config", TINY, ["DCNv2_MicroLens_tiny"], 1, "results")
+        write_record(runs[0], "DCNv2")
+        table = comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny"], num_seeds=1,
+                                   out_dir="results", progress=False, train=False)
+    assert table.reused == 1
+    with open(os.path.join(folder, "results", "comparison.csv"), encoding="utf-8") as handle:
+        rows = {row["expid"]: row for row in csv.DictReader(handle)}
+    assert rows["DCNv2_MicroLens_tiny"]["valid_auc_mean"] == "0.7"
+    assert all(row["significance"] == "" and row["diff_to_best"] == "" for row in rows.values())
+    assert len(rows) == 5
+    markdown = open(os.path.join(folder, "results", "comparison.md"), encoding="utf-8").read()
+    line = next(line for line in markdown.splitlines() if "| DCNv2_MicroLens_tiny |" in line)
+    assert line.startswith("| DCNv2_MicroLens_tiny | 0.7000 | — | 0.7000 | 0.5000 |")
+    with open(os.path.join(folder, "results", "comparison_slices.csv"), encoding="utf-8") as h:
+        sliced = {row["expid"]: row for row in csv.DictReader(h)}
+    assert all(value == "" for key, value in sliced["DCNv2_MicroLens_tiny"].items()
+               if ":" in key)
