@@ -7,6 +7,8 @@ Subcommands::
     fuxictr-mmctr items --item-feature RAW.parquet --item-info ITEM_INFO.parquet --out OUT.parquet
                         [--vectors text,image] [--dim 128] [--whiten] [--vectors-file FILE]
     fuxictr-mmctr score SUBMISSION.zip --truth DIR
+    fuxictr-mmctr microlens --pairs FILE --titles FILE --out DIR [--seq-len 50] [--neg-per-pos 3]
+                            [--seed 2025] [--dim 128] [--negatives uniform|popularity]
     fuxictr-mmctr attention --expid ID [--rows N] [--seed S] [--config DIR] [--gpu N] [--out DIR]
 
 Each subcommand lives in the module that owns its job; this file only parses arguments.
@@ -75,6 +77,21 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _cmd_microlens(args) -> int:
+    """The public MicroLens release as a challenge-schema dataset (docs/real_data.md)."""
+    from fuxictr_mmctr.data.microlens import FramingOptions, build_microlens
+    from fuxictr_mmctr.pipeline.row_analysis import training_free_aucs
+
+    options = FramingOptions(seq_len=args.seq_len, neg_per_pos=args.neg_per_pos, seed=args.seed,
+                             dim=args.dim, negatives=args.negatives, recent=args.recent)
+    stats = build_microlens(args.pairs, args.titles, args.out, options,
+                            analyse=training_free_aucs)
+    for split, aucs in stats["training_free_auc"].items():
+        print(f"microlens: training-free {split} AUC: "
+              + ", ".join(f"{name} {auc:.4f}" for name, auc in aucs.items()))
+    return 0
+
+
 def _cmd_attention(args) -> int:
     from fuxictr_mmctr.pipeline.attention import inspect_attention
 
@@ -134,6 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("submission", help="zip holding prediction.csv with columns ID,Task2")
     score.add_argument("--truth", required=True, help="synthetic dataset folder (has the labels)")
     score.set_defaults(run=_cmd_score)
+
+    microlens = commands.add_parser(
+        "microlens", help="the public MicroLens release (pairs + titles) as a challenge-schema "
+                          "dataset")
+    microlens.add_argument("--pairs", required=True,
+                           help="interactions: the per-user sequence .tsv (user<TAB>video ...) "
+                                "or the userID,videoID,timestamp .csv of the 50k/100k/1M releases")
+    microlens.add_argument("--titles", required=True, help="the release's item,title .csv")
+    microlens.add_argument("--out", required=True,
+                           help="output folder: new, empty, or one this command wrote before")
+    microlens.add_argument("--seq-len", type=int, default=50,
+                           help="history length kept per row (default 50)")
+    microlens.add_argument("--neg-per-pos", type=int, default=3,
+                           help="negative rows per real interaction (default 3)")
+    microlens.add_argument("--seed", type=int, default=2025,
+                           help="seed of the negatives and the title SVD (default 2025)")
+    microlens.add_argument("--dim", type=int, default=128,
+                           help="width of the title vector item_emb_d128 (default 128)")
+    microlens.add_argument("--negatives", default="uniform",
+                           help="uniform (default) or popularity (train-period count + 1)")
+    microlens.add_argument("--recent", type=int, default=3,
+                           help="last train-period videos per user counted for likes_level "
+                                "(default 3)")
+    microlens.set_defaults(run=_cmd_microlens)
 
     attention = commands.add_parser(
         "attention", help="attention weights of a trained model on validation rows")
