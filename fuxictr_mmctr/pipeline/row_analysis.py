@@ -76,6 +76,8 @@ CONFIDENCE = 0.95
 HEURISTICS = ("popularity", "likes_level", "title_cosine", "cooccurrence")
 #: Train rows read at a time while building the train item sets.
 TRAIN_BATCH_ROWS = 1 << 16
+#: Rows per chunk of the title cosine (two ``(chunk, D)`` float64 arrays at a time).
+COSINE_CHUNK_ROWS = 1 << 15
 #: Target items per block of the co-occurrence counts (a dense ``(block, items)`` float32).
 COOCCURRENCE_BLOCK = 256
 
@@ -517,12 +519,16 @@ def title_cosine(item_seq: np.ndarray, item_id: np.ndarray, vectors: np.ndarray,
                         f"({len(vectors) - 1} is its largest id)")
     counts = sparse.csr_matrix((np.ones(len(rows)), (rows, items)),
                                shape=(len(item_id), len(vectors)))
-    history = counts @ vectors            # (N, D): the sum, a positive multiple of the mean
-    target = vectors[item_id]             # (N, D)
-    norms = np.linalg.norm(history, axis=1) * np.linalg.norm(target, axis=1)
-    dots = np.einsum("ij,ij->i", history, target)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, dots / norms, 0.0)
+    cosine = np.zeros(len(item_id))
+    for start in range(0, len(item_id), COSINE_CHUNK_ROWS):  # bounds the (chunk, D) arrays
+        chunk = slice(start, start + COSINE_CHUNK_ROWS)
+        history = counts[chunk] @ vectors    # (n, D): the sum, a positive multiple of the mean
+        target = vectors[item_id[chunk]]     # (n, D)
+        norms = np.linalg.norm(history, axis=1) * np.linalg.norm(target, axis=1)
+        dots = np.einsum("ij,ij->i", history, target)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cosine[chunk] = np.where(norms > 0, dots / norms, 0.0)
+    return cosine
 
 
 def cooccurrence(item_seq: np.ndarray, item_id: np.ndarray, incidence) -> np.ndarray:
