@@ -13,7 +13,8 @@ from fuxictr_mmctr.data.loader import load_split
 from tests.builders import inside, working_folder
 from tests.models.builders import make_batch, predict, tiny_transformer_dcn
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 TINY = "Transformer_DCN_MicroLens_tiny"
 

@@ -74,7 +74,10 @@ def test_writes_csv_markdown_and_png(compared):
     good = rows["DCNv2_MicroLens_tiny"]
     assert good["status"] == "ok" and good["seeds_ok"] == "2"
     assert 0.5 < float(good["valid_auc_mean"]) < float(good["oracle_auc"])
-    assert float(good["valid_auc_std"]) >= 0
+    seed_aucs = [run.record["valid"]["AUC"] for run in result.runs
+                 if run.expid == "DCNv2_MicroLens_tiny"]
+    assert float(good["valid_auc_std"]) == pytest.approx(np.std(seed_aucs, ddof=1), abs=1e-6)
+    assert float(good["valid_auc_mean"]) == pytest.approx(np.mean(seed_aucs), abs=1e-6)
     assert float(good["gap_to_oracle"]) == pytest.approx(
         float(good["oracle_auc"]) - float(good["valid_auc_mean"]), abs=1e-5)
     assert int(good["parameters"]) > 0 and float(good["samples_per_second"]) > 0

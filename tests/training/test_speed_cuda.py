@@ -13,7 +13,8 @@ from fuxictr_mmctr.layers.packing import apply_packed_history
 from tests.models.builders import make_batch, tiny_transformer_dcn
 from tests.training.test_speed_switches import Batches, batches_of
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def to_gpu(batch):
