@@ -50,6 +50,9 @@ def main(argv=None) -> int:
                      devices=args.gpu, out_dir=args.out, train=not args.no_train)
     failed = [row for row in result.rows if row["status"] not in ("ok", "not run")
               and not (args.no_train and row["reason"] == "not run")]
+    if result.kept:
+        print(result.kept, file=sys.stderr)
+        return 1
     print(f"compared {len(result.rows)} expids ({result.trained} runs trained, "
           f"{result.reused} reused): " + ", ".join(result.outputs))
     for row in failed:

@@ -82,6 +82,7 @@ class Comparison:
     trained: int = 0
     reused: int = 0
     outputs: list[str] = field(default_factory=list)
+    kept: str | None = None                 # why the existing tables were not replaced
 
 
 # ---------------------------------------------------------------------- planning
@@ -210,9 +211,32 @@ def _start(run: PlannedRun, config_dir: str, device: int, cpu_slots: int):
                "--out", run.record_path]
     log = open(run.log_path, "w", encoding="utf-8")
     try:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent(os.getpid()))
     finally:
         log.close()  # the child holds its own copy
+
+
+def _die_with_parent(parent_pid: int):
+    """A ``preexec_fn`` that makes the run's process die with the comparison's, even when that
+    one is killed with SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere ``None``, and an
+    interrupted comparison still stops its children in :func:`run_all`)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arrange() -> None:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before the line above
+            os._exit(1)
+
+    return arrange
+
+
+#: ``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 
 def _finish(run: PlannedRun, process) -> None:
@@ -652,6 +676,7 @@ def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int 
     devices = list(devices) or [-1]
     _check_devices(devices)
     out_dir = out_dir or os.path.join("benchmarks", "results", dataset_id)
+    check_expids(config_dir, dataset_id, expids)
     runs = plan_runs(config_dir, dataset_id, expids, num_seeds, out_dir)
     if not train:
         for run in runs:
@@ -682,6 +707,13 @@ def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int 
     outputs = [os.path.join(out_dir, f"{name}.{ext}") for name in ("comparison",
                                                                     "comparison_slices")
                for ext in ("csv", "md", "png")]
+    lost = rows_that_would_fail(outputs[0], rows)
+    if lost:
+        return Comparison(runs=runs, rows=rows, out_dir=out_dir, trained=to_train,
+                          reused=reused, kept=(
+                              f"kept {outputs[0]} and the other tables: "
+                              + ", ".join(lost) + " succeeded there and failed now (the "
+                              "failed runs' records and logs are in runs/)"))
     write_text_atomic(outputs[0], table_csv(rows))
     write_text_atomic(outputs[1], table_markdown(rows, dataset_id, oracle, machine, notes))
     draw_comparison([row for row in rows if not row.get("training_free")], outputs[2],
@@ -691,6 +723,37 @@ def compare(config_dir: str, dataset_id: str, expids: list[str], num_seeds: int 
     draw_slices(rows, counts, outputs[5], dataset_id)
     return Comparison(runs=runs, rows=rows, out_dir=out_dir, trained=to_train, reused=reused,
                       outputs=outputs)
+
+
+def check_expids(config_dir: str, dataset_id: str, expids: list[str]) -> None:
+    """Every expid exists and is evaluated on ``dataset_id``'s valid split: a usage error
+    (one line) before anything runs or is written, never a table of failed rows."""
+    from fuxictr_mmctr.errors import did_you_mean
+    from fuxictr_mmctr.pipeline.config_check import dataset_params, expids_in, load_params
+
+    known = expids_in(config_dir)
+    valid_split = os.path.normpath(str(dataset_params(config_dir, dataset_id).get("valid_data")))
+    for expid in expids:
+        if expid not in known:
+            raise UserError(f"expid {expid} is not in {config_dir}{did_you_mean(expid, known)}")
+        params = load_params(config_dir, expid)
+        if os.path.normpath(str(params.get("valid_data"))) != valid_split:
+            raise UserError(f"expid {expid} is evaluated on {params.get('valid_data')}, not on "
+                            f"the valid split of {dataset_id} ({valid_split}); compare it with "
+                            f"--dataset {params.get('dataset_id')}")
+
+
+def rows_that_would_fail(csv_path: str, rows: list[dict]) -> list[str]:
+    """Expids whose row in the existing ``csv_path`` finished (``ok``) and whose new row has
+    no result (failed): writing the new tables would replace results with failures."""
+    try:
+        with open(csv_path, encoding="utf-8") as handle:
+            before = {row["expid"]: row.get("status") for row in csv.DictReader(handle)}
+    except (OSError, KeyError, csv.Error):
+        return []
+    return [row["expid"] for row in rows
+            if before.get(row["expid"]) == "ok" and row.get("valid_auc_mean") is None
+            and row["status"] != NOT_RUN]
 
 
 def _device_text(record: dict) -> str:

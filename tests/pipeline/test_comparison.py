@@ -41,14 +41,14 @@ def add_broken_expid(folder) -> None:
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory, tiny_dataset):
-    """One comparison on tiny data: a working expid (2 seeds), a broken one, an unknown one."""
+    """One comparison on tiny data: a working expid (2 seeds), and a broken one."""
     folder = working_folder(tmp_path_factory.mktemp("compare"), tiny_dataset)
     add_broken_expid(folder)
     command = [sys.executable, os.path.join(REPO, "benchmarks", "compare_models.py"),
                "--dataset", TINY + "_absent", "--expids", "Broken_tiny", "--seeds", "1",
                "--out", "results_absent"]
     with inside(folder):
-        result = comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny", "No_such_expid"],
+        result = comparison.compare("config", TINY, ["DCNv2_MicroLens_tiny"],
                                     num_seeds=2, devices=[-1, -1], out_dir="results",
                                     progress=False)
         broken = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -97,11 +97,83 @@ def test_each_seed_is_its_own_recorded_run(compared):
         assert json.load(open(path, encoding="utf-8"))["config_hash"] == record["config_hash"]
 
 
-def test_unknown_expid_is_a_failed_row_not_a_crash(compared):
-    _, result, _, _ = compared
-    row = next(row for row in result.rows if row["expid"] == "No_such_expid")
-    assert row["status"] == "failed" and "not found" in row["reason"]
-    assert result.rows[-1]["expid"] == "No_such_expid"  # failed rows sort last
+@pytest.mark.parametrize("expids, needle", [
+    (["DCNv2_MicroLens_tin"], "expid DCNv2_MicroLens_tin is not in ./config/; did you mean "
+                              "DCNv2_MicroLens_tiny?"),
+    (["DCNv2_MicroLens_tiny", "DIN_MicroLens_demo"], "not on the valid split of"),
+])
+def test_an_unknown_or_foreign_expid_is_a_usage_error_that_writes_nothing(compared, expids,
+                                                                          needle):
+    """A mistyped expid must not replace a table of results with a table of one failure."""
+    folder, _, _, _ = compared
+    table = os.path.join(folder, "results", "comparison.csv")
+    before = open(table, encoding="utf-8").read()
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "compare_models.py"),
+               "--dataset", TINY, "--expids", *expids, "--seeds", "1", "--out", "results"]
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], done.stderr
+    assert open(table, encoding="utf-8").read() == before
+
+
+def test_results_are_never_replaced_by_failures(tmp_path):
+    table = tmp_path / "comparison.csv"
+    table.write_text("expid,status\nA,ok\nB,failed\nC,ok\n")
+    rows = [{"expid": "A", "status": "failed", "valid_auc_mean": None},
+            {"expid": "B", "status": "failed", "valid_auc_mean": None},
+            {"expid": "C", "status": "ok", "valid_auc_mean": 0.7},
+            {"expid": "D", "status": "failed", "valid_auc_mean": None}]
+    assert comparison.rows_that_would_fail(str(table), rows) == ["A"]
+    assert comparison.rows_that_would_fail(str(tmp_path / "absent.csv"), rows) == []
+
+
+def test_a_run_dies_with_a_killed_comparison(tmp_path, tiny_dataset):
+    """SIGKILL on compare_models.py leaves no orphan training process behind."""
+    import signal
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux-only")
+    folder = working_folder(tmp_path, tiny_dataset)
+    tiny = load_params(os.path.join(folder, "config"), "DCNv2_MicroLens_tiny")
+    own = {key: tiny[key] for key in ("model", "dataset_id", "embedding_dim", "batch_size")}
+    with open(os.path.join(folder, "config", "model_config", "Slow.yaml"), "w",
+              encoding="utf-8") as handle:  # trains far longer than the test waits
+        yaml.safe_dump({"Slow_tiny": {**own, "epochs": 100000, "early_stop_patience": 100000}},
+                       handle)
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "compare_models.py"),
+               "--dataset", TINY, "--expids", "Slow_tiny", "--seeds", "1",
+               "--out", "results_killed"]
+    parent = subprocess.Popen(command, cwd=str(folder), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    record = os.path.join("results_killed", "runs", "Slow_tiny_seed2025.json")
+
+    def children():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    mine = os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(folder)
+                    if record.encode() in handle.read() and mine:
+                        found.append(int(pid))
+            except OSError:
+                continue
+        return found
+
+    deadline = time.time() + 120
+    while not children() and time.time() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    assert children(), "the run's process never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while children() and time.time() < deadline:
+        time.sleep(0.2)
+    left = children()
+    for pid in left:  # without the fix: do not leave it training
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 def test_run_that_fails_while_training_is_marked_failed(compared):
