@@ -10,6 +10,10 @@ Subcommands::
     fuxictr-mmctr microlens --pairs FILE --titles FILE --out DIR [--seq-len 50] [--neg-per-pos 3]
                             [--seed 2025] [--dim 128] [--negatives uniform|popularity]
     fuxictr-mmctr attention --expid ID [--rows N] [--seed S] [--config DIR] [--gpu N] [--out DIR]
+    fuxictr-mmctr export --expid ID [--config DIR] [--checkpoint best|PATH] --format pt2|onnx|aoti
+                         [--precision fp32|bf16] --out DIR
+    fuxictr-mmctr serve --artifact DIR [--host 127.0.0.1] [--port 8080] [--max-batch-rows N]
+                        [--max-wait-ms T] [--threads N]
 
 Each subcommand lives in the module that owns its job; this file only parses arguments.
 Bad input exits with status 2 and one ``error: ...`` line, never a traceback.
@@ -109,6 +113,32 @@ def _cmd_attention(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    """A trained run as a self-contained artifact folder (docs/serving.md)."""
+    from fuxictr_mmctr.serving.export import export_artifact
+
+    result = export_artifact(args.config, args.expid, args.out, fmt=args.format,
+                             precision=args.precision, checkpoint=args.checkpoint)
+    parity = result["parity"]
+    auc = parity.get("auc")
+    auc_text = (f"valid AUC {auc['exported']:.6f} (eager {auc['eager']:.6f}, {auc['rows']} rows)"
+                if auc else parity.get("auc_skipped", "no AUC"))
+    worst = max([parity["valid_rows"]["max_abs_logit_diff"]]
+                + [probe["max_abs_logit_diff"] for probe in parity["probes"].values()])
+    history = "padded to max_len in the graph" if result["padded_in_graph"] else "as given"
+    print(f"wrote {result['out']} ({result['format']}, {result['precision']}, history "
+          f"{history}): parity passed, max |logit difference| {worst:.3g}, {auc_text}")
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from fuxictr_mmctr.serving.server import serve
+
+    serve(args.artifact, host=args.host, port=args.port, max_batch_rows=args.max_batch_rows,
+          max_wait_ms=args.max_wait_ms, threads=args.threads, max_body_bytes=args.max_body_bytes)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fuxictr-mmctr", description="Multimodal CTR prediction on FuxiCTR."
@@ -188,6 +218,35 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--out", help="output folder (default "
                                          "benchmarks/results/<dataset>/attention)")
     attention.set_defaults(run=_cmd_attention)
+
+    export = commands.add_parser(
+        "export", help="a trained run as a self-contained artifact folder (pt2, ONNX, AOTI)")
+    export.add_argument("--expid", required=True, help="a trained expid")
+    export.add_argument("--config", default="./config/", help="config folder")
+    export.add_argument("--checkpoint", default="best",
+                        help="best (the run's best checkpoint, default) or a .model file")
+    export.add_argument("--format", default="pt2",
+                        help="pt2 (torch.export, default), onnx or aoti (AOTInductor)")
+    export.add_argument("--precision", default="fp32", help="fp32 (default) or bf16")
+    export.add_argument("--out", required=True,
+                        help="artifact folder: new, empty, or an artifact folder to replace")
+    export.set_defaults(run=_cmd_export)
+
+    serve = commands.add_parser("serve", help="score JSON requests over HTTP with an artifact")
+    serve.add_argument("--artifact", required=True, help="artifact folder (fuxictr-mmctr export)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--max-batch-rows", type=int, default=1024,
+                       help="rows per model call when requests are batched together "
+                            "(default 1024; 0: no micro-batching, one call per request)")
+    serve.add_argument("--max-wait-ms", type=float, default=2.0,
+                       help="how long a request may wait for others to share its model call "
+                            "(default 2 ms)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="intra-op threads of the model (default: the library's)")
+    serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                       help="largest request body accepted (default 8 MiB)")
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 

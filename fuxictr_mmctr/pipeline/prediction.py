@@ -112,13 +112,28 @@ def check_data(data_path: str) -> None:
         raise UserError(f"--data {data_path}: is not a regular file; give a parquet file")
 
 
-def run_prediction(config_dir: str, expid: str, gpu: int = -1, data: str | None = None,
-                   out: str | None = None) -> str:
-    """Score the test split (submission zip) or ``data`` (CSV at ``out``); return the path written."""
+def run_prediction(config_dir: str, expid: str | None, gpu: int = -1, data: str | None = None,
+                   out: str | None = None, artifact: str | None = None) -> str:
+    """Score the test split (submission zip) or ``data`` (CSV at ``out``); return the path written.
+
+    With ``artifact`` (a folder made by ``fuxictr-mmctr export``) instead of ``expid``, ``data``
+    is scored with the artifact alone (:mod:`fuxictr_mmctr.serving.scoring`): no config folder,
+    no checkpoint; ``data`` and ``out`` are required.
+    """
     from fuxictr_mmctr.pipeline.experiment import load_params
 
+    if expid is not None and artifact is not None:
+        raise UserError("give --expid (a trained run) or --artifact (an exported folder), "
+                        "not both")
+    if expid is None and artifact is None:
+        raise UserError("give --expid (a trained run) or --artifact (an exported folder)")
     if (data is None) != (out is None):
         raise UserError("--data and --out go together: pass both or neither")
+    if artifact is not None:
+        if data is None:
+            raise UserError("--artifact scores a parquet file: pass --data X.parquet and "
+                            "--out scores.csv")
+        return _predict_with_artifact(artifact, data, out)
     if data is None:
         out = os.path.join("submission", f"{expid}.zip")
         check_submission_out(out)
@@ -132,4 +147,19 @@ def run_prediction(config_dir: str, expid: str, gpu: int = -1, data: str | None 
         write_scores_csv(scores, out)
     logging.info("Wrote %d predictions to %s", len(scores), out)
     print(f"wrote {len(scores)} predictions to {out}")
+    return out
+
+
+def _predict_with_artifact(artifact: str, data: str, out: str) -> str:
+    """``ID,score`` of ``data`` scored by the artifact folder ``artifact``."""
+    from fuxictr_mmctr.serving.artifact import Artifact
+    from fuxictr_mmctr.serving.scoring import score_parquet
+
+    check_scores_out(out)
+    check_data(data)
+    loaded = Artifact.load(artifact)
+    scores = score_parquet(artifact, data, artifact=loaded)
+    write_scores_csv(scores, out)
+    print(f"wrote {len(scores)} predictions to {out} (artifact {artifact}, "
+          f"{loaded.signature.format})")
     return out
