@@ -244,7 +244,7 @@ def _forget_previous_run(model, group) -> None:
 
 
 def _evaluate_test(params: dict, catalogue, model, group):
-    """``(test metrics or None, test AUC against the synthetic truth or None)``.
+    """``(test metrics or None, test AUC against truth.parquet (synthetic or microlens data) or None)``.
 
     A test split with labels is evaluated, unless its labels are one constant (a placeholder
     column, as some exports carry): then test metrics are skipped with one log line. On
@@ -275,7 +275,7 @@ def _evaluate_test(params: dict, catalogue, model, group):
         raise UserError(f"{test_path}: {len(scores)} rows but truth.parquet has "
                         f"{len(truth_labels)} test labels; regenerate the synthetic data")
     test_auc = distributed.run_on_main(lambda: auc(truth_labels, scores))
-    logging.info("Test AUC against the synthetic truth: %.6f", test_auc)
+    logging.info("Test AUC against the test labels of truth.parquet: %.6f", test_auc)
     return test_result, test_auc
 
 

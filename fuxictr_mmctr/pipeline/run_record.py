@@ -215,7 +215,7 @@ def _train_rows(params: dict) -> int:
 
 
 def _test_auc(result: dict):
-    """The test AUC against the synthetic truth, else on a labelled test split, else None."""
+    """The test AUC against truth.parquet, else on a labelled test split, else None."""
     if result.get("test_auc_truth") is not None:
         return float(result["test_auc_truth"])
     if result.get("test"):
