@@ -162,7 +162,8 @@ def build_microlens(pairs: str, titles: str, out: str, options: FramingOptions =
         content = _write_items(work, catalogue, title_of, item_tags, schema, options)
         content["tags"] = len(vocabulary)
         rows = _write_splits(work, interactions, catalogue, schema, options)
-        build_item_table(os.path.join(work, RAW_ITEM_FILE), os.path.join(work, split_file(ITEM_INFO)),
+        build_item_table(os.path.join(work, RAW_ITEM_FILE),
+                         os.path.join(work, split_file(ITEM_INFO)),
                          os.path.join(work, LEVELS_FILE), say=lambda *args: None)
         stats = _stats(pairs, titles, interactions, catalogue, options, content, rows)
         if analyse is not None:

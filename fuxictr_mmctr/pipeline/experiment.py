@@ -244,7 +244,7 @@ def _forget_previous_run(model, group) -> None:
 
 
 def _evaluate_test(params: dict, catalogue, model, group):
-    """``(test metrics or None, test AUC against truth.parquet (synthetic or microlens data) or None)``.
+    """``(test metrics or None, test AUC against truth.parquet or None)``.
 
     A test split with labels is evaluated, unless its labels are one constant (a placeholder
     column, as some exports carry): then test metrics are skipped with one log line. On
