@@ -46,7 +46,8 @@ import pyarrow.parquet as pq
 import pyarrow.types as pat
 
 from fuxictr_mmctr.data.arrays import convert_column
-from fuxictr_mmctr.data.schema import ITEM_ID, LEVEL_VOCAB, LIKES_LEVEL, VIEWS_LEVEL, Column
+from fuxictr_mmctr.data.schema import (ITEM_ID, LEVEL_VOCAB, LIKES_LEVEL, VIEWS_LEVEL, Column,
+                                        list_column)
 from fuxictr_mmctr.data.synthetic import IMAGE_EMB, IMAGE_EMB_DIM, TEXT_EMB, TEXT_EMB_DIM
 from fuxictr_mmctr.errors import UserError, location
 from fuxictr_mmctr.fileio import atomic_path
@@ -203,7 +204,7 @@ def vector_column(path: str, rows: np.ndarray, vectors: VectorOptions):
     num_rows = parquet.metadata.num_rows
     parquet.close()
     pca, projected = pca_vectors(path, num_rows, vectors)
-    return fixed_list_array(scatter_to_rows(projected, rows)), pca.explained_share
+    return list_column(scatter_to_rows(projected, rows)), pca.explained_share
 
 
 def _summary_line(out: str, summary: dict, vectors: VectorOptions | None) -> str:
@@ -449,13 +450,6 @@ def fit_pca(features: np.ndarray, dim: int) -> Pca:
 
 
 # ---------------------------------------------------------------------------------- writing
-
-
-def fixed_list_array(matrix: np.ndarray) -> pa.ListArray:
-    """``(n, w) float32`` -> a ``list<float32>`` column, without a Python loop."""
-    rows, width = matrix.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), pa.float32()))
 
 
 def with_columns(table: pa.Table, columns: dict) -> pa.Table:

@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fuxictr_mmctr.data.item_features import build_item_table, fixed_list_array
+from fuxictr_mmctr.data.item_features import build_item_table
 from fuxictr_mmctr.data.microlens_content import count_level, hashtag_table, title_vectors
 from fuxictr_mmctr.data.microlens_release import (
     Interactions,
@@ -67,6 +67,7 @@ from fuxictr_mmctr.data.schema import (
     USER_ID,
     VIEWS_LEVEL,
     Schema,
+    list_column,
     pyarrow_schema,
     save_schema,
     split_file,
@@ -256,7 +257,7 @@ def _write_items(work: str, catalogue: Catalogue, title_of: dict, item_tags: np.
     vectors = np.zeros((catalogue.num_items + 1, options.dim), dtype=np.float32)
     vectors[1:] = all_vectors[np.searchsorted(np.asarray(all_ids), catalogue.video_ids)]
     item_ids = np.arange(catalogue.num_items + 1, dtype=np.int64)
-    info = pa.table([pa.array(item_ids), _int_lists(item_tags), fixed_list_array(vectors)],
+    info = pa.table([pa.array(item_ids), list_column(item_tags, pa.int64()), list_column(vectors)],
                     schema=pyarrow_schema(schema, ITEM_INFO))
     pq.write_table(info, os.path.join(work, split_file(ITEM_INFO)))
     pq.write_table(pa.table({ITEM_ID: pa.array(item_ids[1:]),
@@ -274,13 +275,6 @@ def _write_items(work: str, catalogue: Catalogue, title_of: dict, item_tags: np.
     return {"explained_variance": explained,
             "titles_fitted": len(all_ids),
             "items_with_tags": int((item_tags[1:] > 0).any(axis=1).sum())}
-
-
-def _int_lists(matrix: np.ndarray) -> pa.ListArray:
-    """``(n, w) int`` -> a ``list<int64>`` column."""
-    rows, width = matrix.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1).astype(np.int64)))
 
 
 # ---------------------------------------------------------------------- rows
@@ -388,7 +382,7 @@ def _block_rows(interactions, catalogue, sampler, users, split, rng, options, li
     label = np.tile(np.r_[1, np.zeros(group - 1, dtype=np.int64)], len(positions))
     columns = {
         USER_ID: pa.array(np.repeat(interactions.user_ids[user_index], group)),
-        ITEM_SEQ: _int_lists(np.repeat(history, group, axis=0)),
+        ITEM_SEQ: list_column(np.repeat(history, group, axis=0), pa.int64()),
         LIKES_LEVEL: pa.array(likes[targets]),
         VIEWS_LEVEL: pa.array(views[targets]),
         ITEM_ID: pa.array(targets),

@@ -159,6 +159,20 @@ def pyarrow_schema(schema: Schema, table: str):
     return pa.schema(fields)
 
 
+def list_column(matrix: np.ndarray, value_type=None):
+    """A fixed-width matrix ``(R, W)`` as the contract's list column (``list<int64>`` for
+    integer lists, ``list<float32>`` for vectors: ``value_type``, default float32), without a
+    Python loop."""
+    import pyarrow as pa
+
+    value_type = pa.float32() if value_type is None else value_type
+    rows, width = matrix.shape
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    values = pa.array(matrix.reshape(-1).astype(value_type.to_pandas_dtype(), copy=False),
+                      type=value_type)
+    return pa.ListArray.from_arrays(offsets, values)
+
+
 SCHEMA_FILE = "schema.json"
 
 

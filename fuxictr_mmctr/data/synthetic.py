@@ -51,6 +51,7 @@ from fuxictr_mmctr.data.schema import (
     USER_ID,
     VIEWS_LEVEL,
     Schema,
+    list_column,
     pyarrow_schema,
     save_schema,
     split_file,
@@ -369,19 +370,10 @@ def _write_split(world: World, preset: Preset, split: str, seed: int, intercept:
     return np.concatenate(probs), np.concatenate(labels), terms
 
 
-def _list_array(matrix: np.ndarray, value_type) -> pa.ListArray:
-    """A fixed-width matrix ``(R, W)`` as an arrow list column, without a Python loop."""
-    rows, width = matrix.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
-    values = pa.array(matrix.reshape(-1).astype(value_type.to_pandas_dtype(), copy=False),
-                      type=value_type)
-    return pa.ListArray.from_arrays(offsets, values)
-
-
 def _split_table(rows: Rows, label, arrow_schema: pa.Schema) -> pa.Table:
     columns = {
         USER_ID: pa.array(rows.user_id, pa.int64()),
-        ITEM_SEQ: _list_array(rows.item_seq, pa.int64()),
+        ITEM_SEQ: list_column(rows.item_seq, pa.int64()),
         LIKES_LEVEL: pa.array(rows.likes_level.astype(np.int64)),
         VIEWS_LEVEL: pa.array(rows.views_level.astype(np.int64)),
         ITEM_ID: pa.array(rows.item_id.astype(np.int64)),
@@ -395,8 +387,8 @@ def _write_item_info(world: World, schema: Schema, path: str) -> None:
     arrow_schema = pyarrow_schema(schema, ITEM_INFO)
     columns = {
         ITEM_ID: pa.array(np.arange(schema.item_vocab, dtype=np.int64)),
-        ITEM_TAGS: _list_array(world.item_tags, pa.int64()),
-        ITEM_EMB: _list_array(world.item_vectors, pa.float32()),
+        ITEM_TAGS: list_column(world.item_tags, pa.int64()),
+        ITEM_EMB: list_column(world.item_vectors, pa.float32()),
     }
     table = pa.table([columns[name] for name in arrow_schema.names], schema=arrow_schema)
     with atomic_path(path) as tmp_path:
@@ -431,9 +423,9 @@ def _write_raw_items(world: World, schema: Schema, seed: int, path: str) -> None
                 ITEM_TAGS: _tag_strings(world.item_tags[items]),
                 LIKES_LEVEL: pa.array(likes_level[items]),
                 VIEWS_LEVEL: pa.array(views_level[items]),
-                TEXT_EMB: _list_array(_modality_vectors(world.item_latent[items], text_map,
+                TEXT_EMB: list_column(_modality_vectors(world.item_latent[items], text_map,
                                                         TEXT_NOISE, rng), pa.float32()),
-                IMAGE_EMB: _list_array(_modality_vectors(world.item_latent[items], image_map,
+                IMAGE_EMB: list_column(_modality_vectors(world.item_latent[items], image_map,
                                                          IMAGE_NOISE, rng), pa.float32()),
             }
             writer.write_table(pa.table([columns[name] for name in RAW_ITEM_COLUMNS],

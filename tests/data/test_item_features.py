@@ -18,10 +18,10 @@ from fuxictr_mmctr.data.item_features import (
     VectorOptions,
     build_item_table,
     fit_pca,
-    fixed_list_array,
     is_current,
 )
-from fuxictr_mmctr.data.schema import ITEM_EMB, ITEM_ID, ITEM_TAGS, LIKES_LEVEL, VIEWS_LEVEL
+from fuxictr_mmctr.data.schema import (ITEM_EMB, ITEM_ID, ITEM_TAGS, LIKES_LEVEL, VIEWS_LEVEL,
+                                        list_column)
 from fuxictr_mmctr.data.synthetic import IMAGE_EMB, RAW_ITEM_FILE, TEXT_EMB
 from fuxictr_mmctr.data.validate import validate_dataset
 from fuxictr_mmctr.errors import UserError
@@ -207,7 +207,7 @@ def test_validate_accepts_the_result_and_checks_the_new_columns(raw, tiny_datase
     vectors = column(out, "item_emb_pca8").copy()
     vectors[0, 2] = 1.0
     table = replace_column(table, ITEM_LIKES_LEVEL, pa.array(likes))
-    rewrite(out, replace_column(table, "item_emb_pca8", fixed_list_array(vectors)))
+    rewrite(out, replace_column(table, "item_emb_pca8", list_column(vectors)))
     problems = validate_dataset(folder)
     assert "item_info.parquet, column item_likes_level, row 4: value 11 is outside the " \
            "vocabulary 0..10" in problems
