@@ -175,6 +175,9 @@ class Trainer:
         self.valid_gen = None
         self.global_step, self.epoch = 0, 0
         self.checkpoint_saved = False
+        #: Called as ``listener(logs, epochs_done)`` after each evaluation of :meth:`fit`
+        #: (``epochs_done`` e.g. 1.5 mid-epoch 2); a listener may raise to stop training.
+        self.evaluation_listeners = []
         self._reset_loss_sum()
 
     @property
@@ -356,6 +359,8 @@ class Trainer:
             self._log(f"Evaluation @epoch {epoch + 1} - batch {batches_done}: ")
             logs = self.evaluate(self.valid_gen, metrics=self.stopper.metrics)
             self._checkpoint_and_earlystop(logs, epoch)
+            for listener in self.evaluation_listeners:
+                listener(logs, epoch + batches_done / self.steps_per_epoch)
             self.model.train()
         if self.config.save_resume_state:
             self._write_resume_state(epoch, batches_done)
