@@ -98,7 +98,8 @@ def make_loader(params: dict, catalogue, path: str, train: bool, device, group=N
 
 def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = False,
                    dist_timeout_minutes: float = distributed.DEFAULT_TIMEOUT_MINUTES,
-                   overrides: dict | None = None, valid_scores: bool = False) -> dict:
+                   overrides: dict | None = None, valid_scores: bool = False,
+                   evaluation_listeners=(), write_row: bool = True) -> dict:
     """Train and evaluate ``expid``; print the summary line and append the result CSV row.
 
     Returns ``{"expid", "valid": {...}, "test": {...} or None, "test_auc_truth": float | None,
@@ -108,7 +109,11 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = Fa
     ``valid_scores=True`` adds ``"valid_scores"``: the best checkpoint's predictions on the
     valid split, ``(N,) float64`` in file order (one more pass over the valid split).
     ``overrides`` replace config keys (see :func:`load_params`). The configuration is checked
-    before anything is written.
+    before anything is written. ``evaluation_listeners`` join the trainer's
+    (``listener(logs, epochs_done)`` after each evaluation in training); one that raises stops
+    training and its exception leaves this function (a tuner prunes a trial so).
+    ``write_row=False`` appends no CSV row and prints no summary line: the caller records
+    the run itself.
     Under torchrun (``WORLD_SIZE > 1``) each process trains on its shard of the train rows and
     only rank 0 logs, writes and prints (:mod:`fuxictr_mmctr.training.distributed`); a process
     that hears nothing from the others for ``dist_timeout_minutes`` stops the job.
@@ -126,7 +131,8 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = Fa
     params["gpu"] = gpu
     try:
         with distributed.explain_timeouts(group, dist_timeout_minutes):
-            return _train_and_evaluate(config_dir, params, resume, group, valid_scores)
+            return _train_and_evaluate(config_dir, params, resume, group, valid_scores,
+                                       listeners=evaluation_listeners, write_row=write_row)
     finally:
         distributed.stop(group)
 
@@ -162,7 +168,7 @@ def data_fingerprint(params: dict) -> dict:
 
 
 def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group,
-                        valid_scores: bool = False) -> dict:
+                        valid_scores: bool = False, **options) -> dict:
     """:func:`run_experiment` inside its process group (one plain process or a torchrun rank)."""
     with distributed.main_first(group):
         datasets.ensure_dataset(params)  # before any log or checkpoint file exists
@@ -173,14 +179,14 @@ def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group,
             logging.info("Distributed: %d processes (%s)", group.world_size,
                          "one GPU each" if params["gpu"] >= 0 else "CPU, gloo")
     try:
-        return _run_logged(config_dir, params, resume, group, valid_scores)
+        return _run_logged(config_dir, params, resume, group, valid_scores, **options)
     except UserError as error:
         logging.error("error: %s", error)  # the log tells why the run stopped
         raise
 
 
 def _run_logged(config_dir: str, params: dict, resume: bool, group,
-                valid_scores: bool = False) -> dict:
+                valid_scores: bool = False, listeners=(), write_row: bool = True) -> dict:
     """Data, model, training, evaluation and the result line, once the log is open."""
     from fuxictr.pytorch.torch_utils import seed_everything
     from fuxictr.utils import print_to_list
@@ -196,6 +202,7 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group,
         valid_loader = make_loader(params, catalogue, params["valid_data"], False, model.device,
                                    group, trim_history=model.trims_history)
     model.trainer.run_signature["data_files"] = data_fingerprint(params)
+    model.trainer.evaluation_listeners.extend(listeners)
     if not resume:
         _forget_previous_run(model, group)
     if group.is_distributed:
@@ -213,7 +220,7 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group,
     test_result, test_auc_truth = _evaluate_test(params, catalogue, model, group)
 
     oracle = datasets.oracle_auc(params, "valid")
-    if group.is_main:
+    if group.is_main and write_row:
         write_result_row(config_dir, expid, params["dataset_id"], valid_result, test_result,
                          print_to_list)
         print(summary_line(expid, valid_result, oracle, test_auc_truth), flush=True)
@@ -288,18 +295,28 @@ def summary_line(expid: str, valid_result: dict, oracle, test_auc=None) -> str:
             f"logloss={valid_result['logloss']:.6f}{test_text} oracle_AUC={oracle_text}")
 
 
-def write_result_row(config_dir, expid, dataset_id, valid_result, test_result, format_metrics):
-    """Append one line per run to ``<config folder name>.csv`` in the working folder (FuxiCTR)."""
-    csv_name = os.path.basename(os.path.normpath(config_dir)).replace(".yaml", "") + ".csv"
-    line = " {},[command] python {},[exp_id] {},[dataset_id] {},[train] {},[val] {},[test] {}\n".format(
-        datetime.now().strftime("%Y%m%d-%H%M%S"),
-        " ".join(sys.argv),
+def result_row(expid, dataset_id, valid_result, test_result, format_metrics, when=None,
+               command=None, extra=None) -> str:
+    """One FuxiCTR result line: `` <time>,[command] python <args>,[exp_id] ...,[dataset_id]
+    ...,[train] N.A.,[val] <metrics>,[test] <metrics or N.A.>``, then ``,[key] value`` for each
+    item of ``extra``, and a newline. ``when`` (a datetime) and ``command`` (the arguments
+    after ``python``) default to now and this process's."""
+    line = " {},[command] python {},[exp_id] {},[dataset_id] {},[train] {},[val] {},[test] {}".format(
+        (when or datetime.now()).strftime("%Y%m%d-%H%M%S"),
+        " ".join(sys.argv) if command is None else command,
         expid,
         dataset_id,
         "N.A.",
-        format_metrics(valid_result),
+        format_metrics(valid_result) if valid_result else "N.A.",
         format_metrics(test_result) if test_result else "N.A.",
     )
+    return line + "".join(f",[{key}] {value}" for key, value in (extra or {}).items()) + "\n"
+
+
+def write_result_row(config_dir, expid, dataset_id, valid_result, test_result, format_metrics):
+    """Append one line per run to ``<config folder name>.csv`` in the working folder (FuxiCTR)."""
+    csv_name = os.path.basename(os.path.normpath(config_dir)).replace(".yaml", "") + ".csv"
+    line = result_row(expid, dataset_id, valid_result, test_result, format_metrics)
     try:
         with open(csv_name, "a", encoding="utf-8") as handle:
             handle.write(line)
