@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,7 +14,7 @@ import torch
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.pipeline.experiment import run_experiment
 from fuxictr_mmctr.training.trainer import Trainer
-from tests.builders import inside, working_folder
+from tests.builders import REPO, inside, working_folder
 
 TINY = "Transformer_DCN_MicroLens_tiny"
 
@@ -144,3 +148,73 @@ def test_under_torchrun_a_config_error_is_printed_once(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: expid Hostile: unknown key 'batch_sise'; did you mean batch_size?"]
     assert not (tmp_path / "data").exists() and not (tmp_path / "checkpoints").exists()
+
+
+# --- two runs of one expid at once -----------------------------------------------------------
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1",
+                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _wait_for(condition, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_second_run_of_a_running_expid_is_refused_naming_the_first(tmp_path, tiny_dataset):
+    """Two processes, one expid: the second stops with one line naming the first's PID and
+    host; the first finishes with its own result, and nobody borrows a checkpoint."""
+    workdir = working_folder(tmp_path, tiny_dataset, scripts=["run_expid.py"])
+    lock = workdir / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.lock"
+    command = [sys.executable, "run_expid.py", "--expid", TINY, "--gpu", "-1"]
+    first = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_for(lambda: lock.exists() and lock.read_text().startswith(f"{first.pid} "))
+        os.kill(first.pid, signal.SIGSTOP)  # the first run is mid-way, holding its files
+        second = subprocess.run(command, cwd=workdir, capture_output=True, text=True,
+                                timeout=300, env=_env())
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    first_out, first_err = first.communicate(timeout=300)
+    assert "Traceback" not in second.stderr, second.stderr
+    assert second.returncode == 2
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, second.stderr
+    assert errors[0].startswith(f"error: expid {TINY} is already running (PID {first.pid} on "
+                                f"host {socket.gethostname()}, started "), errors[0]
+    assert "result " not in second.stdout
+    assert first.returncode == 0, first_err[-3000:]
+    assert len([line for line in first_out.splitlines() if line.startswith("result ")]) == 1
+    assert not lock.exists()  # released when the first run ended
+
+
+def test_a_killed_runs_lock_is_taken_over_with_one_line(tmp_path):
+    from fuxictr_mmctr.pipeline import run_lock
+
+    params = {"model_root": str(tmp_path), "dataset_id": "D", "model_id": "E"}
+    path = run_lock.lock_path(params)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from fuxictr_mmctr.pipeline import run_lock\n"
+         f"held = run_lock.acquire({path!r}, 'E')\nprint('held', flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"expid E is already running \\(PID {holder.pid} "
+                                            f"on host {socket.gethostname()}, started "):
+            with run_lock.hold_run_lock(params):
+                pass
+    finally:
+        holder.kill()  # SIGKILL: no chance to release the lock or remove its file
+        holder.wait()
+    assert os.path.exists(path)
+    with run_lock.hold_run_lock(params) as taken_over:
+        assert taken_over.startswith(f"Run lock {path}: taken over from PID {holder.pid} on "
+                                     f"host {socket.gethostname()}")
+        assert open(path).read().startswith(f"{os.getpid()} ")
+    assert not os.path.exists(path)

@@ -1,6 +1,7 @@
 """One experiment, FuxiCTR style: load an expid's config, train, evaluate, record the result."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -10,7 +11,7 @@ from datetime import datetime
 import numpy as np
 
 from fuxictr_mmctr.errors import EXIT_USAGE, UserError
-from fuxictr_mmctr.pipeline import config_check, datasets
+from fuxictr_mmctr.pipeline import config_check, datasets, run_lock
 from fuxictr_mmctr.training import distributed
 from fuxictr_mmctr.training.devices import resolve_device
 
@@ -169,20 +170,30 @@ def data_fingerprint(params: dict) -> dict:
 
 def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group,
                         valid_scores: bool = False, **options) -> dict:
-    """:func:`run_experiment` inside its process group (one plain process or a torchrun rank)."""
-    with distributed.main_first(group):
-        datasets.ensure_dataset(params)  # before any log or checkpoint file exists
-    if group.is_main:
-        set_logger(params)
-        logging.info("Params: %s", params)
-        if group.is_distributed:
-            logging.info("Distributed: %d processes (%s)", group.world_size,
-                         "one GPU each" if params["gpu"] >= 0 else "CPU, gloo")
-    try:
-        return _run_logged(config_dir, params, resume, group, valid_scores, **options)
-    except UserError as error:
-        logging.error("error: %s", error)  # the log tells why the run stopped
-        raise
+    """:func:`run_experiment` inside its process group (one plain process or a torchrun rank).
+
+    Rank 0 holds the expid's run lock (:mod:`.run_lock`) from before its log, checkpoint and
+    resume state are first touched until the run ends: a second run of the expid is refused.
+    """
+    with contextlib.ExitStack() as lock:
+        taken_over = None
+        with distributed.main_first(group):
+            datasets.ensure_dataset(params)  # before any log or checkpoint file exists
+            if group.is_main:
+                taken_over = lock.enter_context(run_lock.hold_run_lock(params))
+        if group.is_main:
+            set_logger(params)
+            if taken_over:
+                logging.info(taken_over)
+            logging.info("Params: %s", params)
+            if group.is_distributed:
+                logging.info("Distributed: %d processes (%s)", group.world_size,
+                             "one GPU each" if params["gpu"] >= 0 else "CPU, gloo")
+        try:
+            return _run_logged(config_dir, params, resume, group, valid_scores, **options)
+        except UserError as error:
+            logging.error("error: %s", error)  # the log tells why the run stopped
+            raise
 
 
 def _run_logged(config_dir: str, params: dict, resume: bool, group,
@@ -201,7 +212,7 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group,
                                    group, trim_history=model.trims_history)
         valid_loader = make_loader(params, catalogue, params["valid_data"], False, model.device,
                                    group, trim_history=model.trims_history)
-    model.trainer.run_signature["data_files"] = data_fingerprint(params)
+    model.run_signature["data_files"] = data_fingerprint(params)
     model.trainer.evaluation_listeners.extend(listeners)
     if not resume:
         _forget_previous_run(model, group)
@@ -213,8 +224,7 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group,
     train_seconds = time.perf_counter() - fit_start
     train_samples = _samples_trained(model.trainer, train_loader)
 
-    logging.info("****** Validation evaluation ******")
-    model.load_weights(model.checkpoint)
+    logging.info("****** Validation evaluation ******")  # fit ended with the best weights
     valid_result = model.evaluate(valid_loader)
     scores = model.predict(valid_loader) if valid_scores else None
     test_result, test_auc_truth = _evaluate_test(params, catalogue, model, group)
