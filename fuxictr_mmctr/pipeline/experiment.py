@@ -212,7 +212,7 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group,
                                    group, trim_history=model.trims_history)
         valid_loader = make_loader(params, catalogue, params["valid_data"], False, model.device,
                                    group, trim_history=model.trims_history)
-    model.run_signature["data_files"] = data_fingerprint(params)
+    model.trainer.run_signature["data_files"] = data_fingerprint(params)
     model.trainer.evaluation_listeners.extend(listeners)
     if not resume:
         _forget_previous_run(model, group)
