@@ -259,6 +259,48 @@ def test_synth_hitting_the_file_size_limit_is_one_line_and_leaves_no_temporary(t
     assert ORACLE_FILE not in os.listdir(out)  # never looks finished
 
 
+def test_a_full_disk_during_a_checkpoint_write_is_one_line_naming_the_file(tmp_path,
+                                                                           tiny_dataset):
+    """torch.save reports a failed write as a RuntimeError that names no cause: the file
+    being written decides, not the message."""
+    working_folder(tmp_path, tiny_dataset, scripts=["run_expid.py"])
+    result = run([sys.executable, "run_expid.py", "--expid", TINY_EXPID, "--gpu", "-1"],
+                 cwd=tmp_path, preexec_fn=_file_size_limit(1_500_000), env=_package_env())
+    checkpoints = tmp_path / "checkpoints" / "MicroLens_synth_tiny"
+    line = assert_one_error_line(result, f"cannot write {checkpoints / TINY_EXPID}.resume.pt",
+                                 "file too large")
+    assert line.endswith("the previous file is unchanged"), line
+    assert temporaries(checkpoints) == []
+    assert not (checkpoints / f"{TINY_EXPID}.resume.pt").exists()
+
+
+def test_a_full_disk_while_caching_arrays_reads_without_the_cache(tmp_path, tiny_dataset):
+    """``ndarray.tofile`` on a full disk raises an OSError without an errno: still a cache
+    write that failed, so one warning line names the file and the split is read into memory."""
+    data = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, data, ignore=shutil.ignore_patterns(".cache"))
+    script = ("from fuxictr_mmctr.data.loader import load_split\n"
+              f"split = load_split({str(data / 'train.parquet')!r})\n"
+              "print(len(split), split.from_cache, int(split.columns['item_seq'].sum()))")
+    result = run([sys.executable, "-c", script], cwd=tmp_path,
+                 preexec_fn=_file_size_limit(100_000),
+                 env=_package_env(XDG_CACHE_HOME=str(tmp_path / "xdg")))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    expected = load_split(data / "train.parquet", cache_dir=False)
+    assert result.stdout.split() == [str(len(expected)), "False",
+                                     str(int(expected.columns["item_seq"].sum()))]
+    warnings = [line for line in result.stderr.splitlines() if "Array cache" in line]
+    assert len(warnings) == 1, result.stderr
+    assert f"cannot write {data / '.cache'}" in warnings[0] and "item_seq.npy: disk full or " \
+        "not writable" in warnings[0], warnings[0]
+    assert temporaries(data) == [] and temporaries(tmp_path / "xdg") == []
+
+
+def _package_env(**extra):
+    return dict(os.environ, OMP_NUM_THREADS="1",
+                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
+
+
 # --- 3. temporaries left by a killed write -------------------------------------------------
 
 def test_next_write_removes_stale_temporaries_and_keeps_live_ones(tmp_path):

@@ -9,12 +9,14 @@ Two files live beside each other in ``<model_root>/<dataset_id>/``:
   evaluation point.
 
 Both are written to a temporary name and renamed (:func:`fuxictr_mmctr.fileio.atomic_path`),
-so a crash while saving leaves the previous file intact and no partial file behind. Only
+so a crash while saving leaves the previous file intact and no partial file behind; a full disk
+is one line naming the file (:func:`save_atomic`). Only
 plain containers, numbers and tensors are stored, so ``torch.load(weights_only=True)`` reads
 them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.fileio import atomic_path
+from fuxictr_mmctr.fileio import atomic_path, write_error
 
 RESUME_SUFFIX = ".resume.pt"
 #: Version of the resume-state layout; bump when its keys change.
@@ -38,19 +40,53 @@ def resume_path(checkpoint: str) -> str:
 def save_atomic(obj, path: str) -> None:
     """``torch.save(obj)`` to ``path`` through a temporary file and a rename.
 
-    A failed write (a full disk, a file-size limit) is one :class:`UserError` naming ``path``;
-    the previous file stays as it was. ``torch.save`` reports such failures as a
-    ``RuntimeError`` from its stream writer, not an ``OSError``.
+    A failed write (a full disk, a quota, a file-size limit) is one :class:`UserError` naming
+    ``path`` and why; no partial file is left and the previous file stays as it was. The
+    failure is recognised by where it happens, not by its message: ``torch.save`` writes
+    through :class:`_WriteRecorder`, which keeps the ``OSError`` of the failing write (torch
+    itself reports it as a ``RuntimeError`` from its zip writer that names no cause), and any
+    ``RuntimeError`` of torch's writer counts as a failed write too. Other errors (an object
+    that cannot be pickled) pass through unchanged.
     """
     with atomic_path(path) as tmp_path:
+        with open(tmp_path, "wb") as handle:
+            recorder = _WriteRecorder(handle)
+            try:
+                torch.save(obj, recorder)
+            except Exception as error:
+                if recorder.error is not None and recorder.error.errno is not None:
+                    raise UserError(f"{write_error(path, recorder.error)}; the previous file "
+                                    f"is unchanged") from None
+                if recorder.error is None and not isinstance(error, RuntimeError):
+                    raise  # not a write: e.g. an object that cannot be pickled
+                failure = recorder.error or error
+                reason = " ".join(str(failure).split()) or type(failure).__name__
+                raise UserError(f"cannot write {path}: disk full or not writable ({reason}); "
+                                f"the previous file is unchanged") from None
+
+
+class _WriteRecorder:
+    """A binary file for ``torch.save`` that keeps the first ``OSError`` its writes raise."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        with self._recording():
+            return self.handle.write(data)
+
+    def flush(self) -> None:
+        with self._recording():
+            self.handle.flush()
+
+    @contextlib.contextmanager
+    def _recording(self):
         try:
-            torch.save(obj, tmp_path)
-        except RuntimeError as error:
-            if "write" not in str(error).lower():
-                raise
-            reason = str(error).strip().splitlines()[0]
-            raise UserError(f"cannot write {path}: {reason} (is the disk full?); the previous "
-                            f"file is unchanged") from None
+            yield
+        except OSError as error:
+            self.error = self.error or error
+            raise
 
 
 def load_file(path: str, what: str = "checkpoint"):

@@ -55,14 +55,14 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_file(tmp_pa
     ckpt.save_atomic({"w": torch.ones(2)}, str(path))
 
     def full_disk(obj, target):
-        with open(target, "wb") as handle:
-            handle.write(b"partial")
+        target.write(b"partial")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter "
                            "failed writing file data/0: file write failed")
 
     monkeypatch.setattr(ckpt.torch, "save", full_disk)
-    with pytest.raises(UserError, match=r"cannot write .*model.model: .*file write failed "
-                                        r"\(is the disk full\?\); the previous file is unchanged"):
+    with pytest.raises(UserError, match=r"cannot write .*model.model: disk full or not writable "
+                                        r"\(.*file write failed\); the previous file is "
+                                        r"unchanged"):
         ckpt.save_atomic({"w": torch.zeros(2)}, str(path))
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
