@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Literal
 
 import pytest
 import yaml
@@ -26,11 +27,11 @@ def workdir(tmp_path):
     return working_folder(tmp_path, scripts=["run_expid.py"])
 
 
-def write_expid(workdir, **changes):
-    """An expid ``Hostile``: the tiny expid with ``changes`` (None values delete the key)."""
+def write_expid(workdir, base=TINY, **changes):
+    """An expid ``Hostile``: the expid ``base`` with ``changes`` (None values delete the key)."""
     from fuxictr.utils import load_model_config
 
-    params = load_model_config(str(workdir / "config"), TINY)
+    params = load_model_config(str(workdir / "config"), base)
     params.pop("model_id")
     for key, value in changes.items():
         if value is None:
@@ -60,6 +61,7 @@ MODEL_KEY_MUTATIONS = [
     ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
     ({"batch_size": None}, "batch_size is required"),
     ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"epochs": None}, "epochs is required"),
     ({"epochs": 1.5}, "epochs must be an integer >= 1, got 1.5"),
     ({"net_dropout": 1.0}, "net_dropout must be a number in [0, 1), got 1.0"),
     ({"transformer_dropout": -0.1}, "transformer_dropout must be a number in [0, 1), got -0.1"),
@@ -80,6 +82,14 @@ MODEL_KEY_MUTATIONS = [
     ({"eval_steps": -5}, "eval_steps must be an integer >= 1 or null, got -5"),
     ({"feature_specs": [{"name": "item_emb_d256", "projection": "linear"}]},
      "feature_specs: {'name': 'item_emb_d256', 'projection': 'linear'} does not name a feature"),
+    ({"feature_specs": [{"name": "item_emb_d128", "projection": "bogus"}]},
+     "feature_specs, feature item_emb_d128: projection must be one of none, linear, mlp, got "
+     "'bogus'"),
+    ({"feature_specs": [{"name": "item_emb_d128", "embedding_dim": 0}]},
+     "feature_specs, feature item_emb_d128: embedding_dim must be an integer >= 1, got 0"),
+    ({"dcn_low_rank": 0}, "dcn_low_rank must be an integer >= 1 or null, got 0"),
+    ({"transformer_layers": 0}, "transformer_layers must be an integer >= 1, got 0"),
+    ({"hidden_activations": "Rectifier"}, "hidden_activations must be a torch activation name"),
     ({"task": "regression"}, "task must be binary_classification, got 'regression'"),
     ({"use_features": ["item_id"]}, "use_features is not supported"),
     ({"model": "Transformer_DCNN"}, "unknown model 'Transformer_DCNN'"),
@@ -97,6 +107,52 @@ def test_a_bad_model_key_is_one_line_before_anything_is_written(workdir, changes
     assert message in str(error.value)
     assert "\n" not in str(error.value)
     assert_nothing_written(workdir)
+
+
+OTHER_MODEL_MUTATIONS = [
+    ("DIEN_MicroLens_tiny", {"interest_dim": -4},
+     "interest_dim must be an integer >= 1 or null, got -4"),
+    ("QIN_MicroLens_tiny", {"num_row": 0}, "num_row must be an integer >= 1, got 0"),
+    ("BST_MicroLens_tiny", {"ffn_activation": "swish"},
+     "ffn_activation must be one of relu, gelu, leaky_relu, got 'swish'"),
+    ("DCNv2_MicroLens_tiny", {"model_structure": "stacked"},
+     "model_structure must be one of parallel, got 'stacked'"),
+    ("DIN_MicroLens_tiny", {"attention_hidden_units": [64, -1]},
+     "attention_hidden_units must be a list of positive integers, got [64, -1]"),
+]
+
+
+@pytest.mark.parametrize("base, changes, message", OTHER_MODEL_MUTATIONS,
+                         ids=[next(iter(c)) for _, c, _ in OTHER_MODEL_MUTATIONS])
+def test_a_bad_build_argument_of_any_model_is_one_line_naming_the_key(workdir, base, changes,
+                                                                       message):
+    write_expid(workdir, base=base, **changes)
+    with pytest.raises(UserError) as error:
+        run_in(workdir)
+    assert str(error.value) == f"expid Hostile: {message}"
+    assert_nothing_written(workdir)
+
+
+def test_the_build_argument_rules_cover_a_new_model_without_new_code():
+    from fuxictr_mmctr.pipeline.build_arguments import argument_problem
+
+    class NewModel:
+        def build(self, block_count=2, gate_dim=None, keep_prob=0.5, tower_units=(),
+                  mode: Literal["fast", "exact"] = "fast", head_activation="ReLU",
+                  use_gate=True, alpha=1.0):
+            pass
+
+    refused = {"block_count": 0, "gate_dim": -4, "keep_prob": 1.0, "tower_units": [8, 0],
+               "mode": "slow", "head_activation": "relu6x", "use_gate": "yes", "alpha": "a"}
+    accepted = {"block_count": 1, "gate_dim": None, "keep_prob": 0.0, "tower_units": [8],
+                "mode": "exact", "head_activation": "Tanh", "use_gate": False, "alpha": 0}
+    for name, value in refused.items():
+        problem = argument_problem(NewModel, name, value)
+        assert problem is not None and problem.startswith(f"{name} must be "), (name, problem)
+        assert problem.endswith(f"got {value!r}"), problem
+    for name, value in accepted.items():
+        assert argument_problem(NewModel, name, value) is None, name
+    assert argument_problem(NewModel, "not_an_argument", 0) is None
 
 
 DATASET_MUTATIONS = [

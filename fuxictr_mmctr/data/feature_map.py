@@ -62,6 +62,19 @@ class MMCTRFeatureMap(FeatureMap):
             self.column_index[label] = idx
             idx += 1
 
+    def update_feature_specs(self, feature_specs):
+        """An expid's ``feature_specs`` merged into the specs (FuxiCTR), the projection of each
+        vector feature they change checked as the dataset config's is
+        (:func:`projection_settings`)."""
+        super().update_feature_specs(feature_specs)
+        for entry in feature_specs:
+            names = entry["name"] if isinstance(entry["name"], list) else [entry["name"]]
+            for name in names:
+                spec = self.features[name]
+                if spec["type"] in VECTOR_TYPES:
+                    spec.update(projection_settings(spec, int(spec["pretrain_dim"]),
+                                                    f"feature_specs, feature {name}"))
+
     def item_features(self, use_multimodal: bool = True) -> list[str]:
         """See :func:`item_features`."""
         return item_features(self, use_multimodal)
@@ -69,6 +82,33 @@ class MMCTRFeatureMap(FeatureMap):
     def side_features(self) -> list[str]:
         """See :func:`side_features`."""
         return side_features(self)
+
+
+def projection_settings(col: dict, pretrain_dim: int, where: str) -> dict:
+    """The projection keys of a vector feature's spec from its settings ``col``:
+    ``{"projection", "projection_bias"[, "embedding_dim", "emb_output_dim"]}``.
+
+    ``projection`` must be one of :data:`PROJECTIONS`; ``none`` keeps the raw vector, so an
+    ``embedding_dim`` other than ``pretrain_dim`` is an error (``where`` names the feature).
+    """
+    default_projection = "linear" if col["type"] == "embedding" else "none"
+    projection = str(col.get("projection", default_projection)).lower()
+    if projection not in PROJECTIONS:
+        raise UserError(f"{where}: projection {col.get('projection')!r} is not one of "
+                        f"{', '.join(PROJECTIONS)}")
+    settings = {"projection": projection,
+                "projection_bias": bool(col.get("projection_bias", True))}
+    if projection == "none":
+        embedding_dim = int(col.get("embedding_dim", pretrain_dim))
+        if embedding_dim != pretrain_dim:
+            raise UserError(f"{where}: projection none keeps the raw {pretrain_dim}-d vector "
+                            f"but embedding_dim={embedding_dim}; set projection: linear or "
+                            f"embedding_dim: {pretrain_dim}")
+        settings.update(embedding_dim=embedding_dim, emb_output_dim=embedding_dim)
+    elif "embedding_dim" in col:
+        settings.update(embedding_dim=int(col["embedding_dim"]),
+                        emb_output_dim=int(col["embedding_dim"]))
+    return settings
 
 
 def item_features(feature_map, use_multimodal: bool = True) -> list[str]:
@@ -187,24 +227,9 @@ class MMCTRFeatureProcessor(FeatureProcessor):
         if pretrain_dim != table_dim:
             raise UserError(f"{self.item_info}, column {name}: config declares pretrain_dim="
                             f"{pretrain_dim} but the vectors have {table_dim} values")
-        default_projection = "linear" if col["type"] == "embedding" else "none"
-        projection = str(col.get("projection", default_projection)).lower()
-        if projection not in PROJECTIONS:
-            raise UserError(f"{where}: projection {projection!r} is not one of {PROJECTIONS}")
         spec = {"source": "item", "type": col["type"], "pretrain_dim": pretrain_dim,
-                "projection": projection,
-                "projection_bias": bool(col.get("projection_bias", True)),
-                "finetune": bool(col.get("finetune", False))}
-        if projection == "none":
-            embedding_dim = int(col.get("embedding_dim", pretrain_dim))
-            if embedding_dim != pretrain_dim:
-                raise UserError(f"{where}: projection none keeps the raw {pretrain_dim}-d vector "
-                                f"but embedding_dim={embedding_dim}; set projection: linear or "
-                                f"embedding_dim: {pretrain_dim}")
-            spec.update(embedding_dim=embedding_dim, emb_output_dim=embedding_dim)
-        elif "embedding_dim" in col:
-            spec.update(embedding_dim=int(col["embedding_dim"]),
-                        emb_output_dim=int(col["embedding_dim"]))
+                "finetune": bool(col.get("finetune", False)),
+                **projection_settings(col, pretrain_dim, where)}
         self.feature_map.features[name] = spec
 
     # -- sizes -----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """BST: Behavior Sequence Transformer (Chen et al., DLP-KDD 2019, arXiv 1905.06874)."""
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,7 +15,10 @@ from fuxictr_mmctr.layers.sequence import keep_one_key, masked_mean
 from fuxictr_mmctr.models.base import MultimodalRankModel
 from fuxictr_mmctr.models.registry import register_model
 
-FFN_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "leaky_relu": F.leaky_relu}
+#: The encoder's feed-forward activations (the config check reads the choices from build's
+#: annotation).
+FfnActivation = Literal["relu", "gelu", "leaky_relu"]
+FFN_ACTIVATIONS = dict(zip(get_args(FfnActivation), (F.relu, F.gelu, F.leaky_relu)))
 
 
 @register_model
@@ -57,9 +62,9 @@ class BST(MultimodalRankModel):
     """
 
     def build(self, num_heads=4, transformer_layers=1, dim_feedforward=None,
-              transformer_dropout=0.0, ffn_activation="leaky_relu", position_dim=64,
-              dnn_hidden_units=(1024, 512, 256), dnn_activations="ReLU", net_dropout=0.0,
-              batch_norm=False):
+              transformer_dropout=0.0, ffn_activation: FfnActivation = "leaky_relu",
+              position_dim=64, dnn_hidden_units=(1024, 512, 256), dnn_activations="ReLU",
+              net_dropout=0.0, batch_norm=False):
         if self.inputs.max_len is None:
             raise UserError("BST needs max_len (its position table has max_len + 1 rows)")
         if ffn_activation not in FFN_ACTIVATIONS:

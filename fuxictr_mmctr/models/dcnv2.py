@@ -5,6 +5,8 @@ item vectors.
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from fuxictr_mmctr.errors import UserError
@@ -15,7 +17,9 @@ from fuxictr_mmctr.layers.sequence import masked_mean
 from fuxictr_mmctr.models.base import MultimodalRankModel
 from fuxictr_mmctr.models.registry import register_model
 
-MODEL_STRUCTURES = ("parallel",)
+#: Implemented structures (the config check reads the choices from build's annotation).
+ModelStructure = Literal["parallel"]
+MODEL_STRUCTURES = get_args(ModelStructure)
 
 
 @register_model
@@ -45,7 +49,7 @@ class DCNv2(MultimodalRankModel):
 
     def build(self, dcn_cross_layers=3, dnn_hidden_units=(500, 500, 500), dnn_activations="ReLU",
               net_dropout=0.0, batch_norm=False, use_low_rank_mixture=False, low_rank=32,
-              num_experts=4, model_structure="parallel"):
+              num_experts=4, model_structure: ModelStructure = "parallel"):
         if model_structure not in MODEL_STRUCTURES:
             raise UserError(f"DCNv2 model_structure {model_structure!r} is not supported: "
                             f"only {', '.join(MODEL_STRUCTURES)}")

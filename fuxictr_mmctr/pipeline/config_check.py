@@ -221,6 +221,8 @@ def _check_pipeline_and_trainer(checked, prefix):
         raise UserError(f"{prefix}batch_size is required")
     _integer(checked, prefix, "eval_batch_size", 1, nullable=True)
     _integer(checked, prefix, "epochs", 1)
+    if "epochs" not in checked:
+        raise UserError(f"{prefix}epochs is required")
     _number(checked, prefix, "learning_rate", "a number > 0", low=0, low_open=True)
     _number(checked, prefix, "lr_decay_factor", "a number in (0, 1]", low=0, high=1,
             low_open=True)
@@ -290,30 +292,35 @@ def _check_monitor(checked, prefix, metrics):
 
 
 def _check_build_arguments(checked, model_class, prefix):
-    """Types follow the defaults of the model's ``build``; dropouts lie in [0, 1)."""
-    signature = inspect.signature(model_class.build)
-    for name, parameter in signature.parameters.items():
-        if name == "self" or name not in checked:
+    """Every argument of the model's ``build`` by the rules of :mod:`.build_arguments` (read
+    from its signature, so every registered model is covered). A number YAML read as a
+    string (``1e-1``) is taken as that number where the number is valid."""
+    from fuxictr_mmctr.pipeline.build_arguments import argument_problem
+
+    for name in model_class.build_parameters():
+        if name not in checked:
             continue
-        value, default = checked[name], parameter.default
-        if "dropout" in name:
-            _number(checked, prefix, name, "a number in [0, 1)", low=0, high=1, high_open=True)
-        elif isinstance(default, bool):
-            _boolean(checked, prefix, name)
-        elif isinstance(default, numbers.Integral):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                _fail(prefix, name, "an integer >= 0", value)
-        elif isinstance(default, numbers.Real):
-            _number(checked, prefix, name, "a number", nullable=True)
-        elif isinstance(default, (list, tuple)):
-            if not isinstance(value, (list, tuple)):
-                _fail(prefix, name, "a list", value)
-            positive_ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                and v > 0 for v in value)
-            if name.endswith("units") and not positive_ints:
-                _fail(prefix, name, "a list of positive integers", value)
-        elif isinstance(default, str) and not isinstance(value, str):
-            _fail(prefix, name, "a string", value)
+        problem = argument_problem(model_class, name, checked[name])
+        if problem is not None and isinstance(checked[name], str):
+            try:
+                number = float(checked[name])
+            except ValueError:
+                number = None
+            if number is not None and argument_problem(model_class, name, number) is None:
+                checked[name], problem = number, None
+        if problem is not None:
+            raise UserError(f"{prefix}{problem}")
+
+
+def _check_feature_spec(spec: dict, prefix: str) -> None:
+    """The settings of one ``feature_specs`` entry that need no data: a known ``projection``
+    and a positive ``embedding_dim`` (the feature map checks them against the vectors)."""
+    from fuxictr_mmctr.data.feature_map import PROJECTIONS
+
+    projection = spec.get("projection")
+    if projection is not None and str(projection).lower() not in PROJECTIONS:
+        _fail(prefix, "projection", f"one of {', '.join(PROJECTIONS)}", projection)
+    _integer(spec, prefix, "embedding_dim", 1)
 
 
 def _check_dataset(checked, prefix):
@@ -348,6 +355,7 @@ def _check_dataset(checked, prefix):
                 known = ", ".join(sorted(names))
                 raise UserError(f"{prefix}feature_specs: {spec!r} does not name a feature of "
                                 f"the dataset ({known})")
+            _check_feature_spec(spec, f"{prefix}feature_specs, feature {spec['name']}: ")
     validation_mode(checked)
     loader_options(checked)
     from fuxictr_mmctr.pipeline.datasets import item_table_spec

@@ -62,6 +62,30 @@ def test_dimension_mismatch_is_one_line_user_error(tmp_path, frozen, message):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("specs, message", [
+    ([{"name": contract.ITEM_EMB, "embedding_dim": 8}],
+     "feature_specs, feature item_emb_d128: projection none keeps the raw 16-d vector but "
+     "embedding_dim=8; set projection: linear or embedding_dim: 16"),
+    ([{"name": contract.ITEM_EMB, "projection": "bogus"}],
+     "feature_specs, feature item_emb_d128: projection 'bogus' is not one of none, linear, mlp"),
+])
+def test_an_expids_feature_specs_are_checked_like_the_dataset_config(tmp_path, specs, message):
+    """FuxiCTR merges an expid's feature_specs into the map without a look: a projection that
+    cannot be built, or a width the raw vector does not have, must not pass that way."""
+    write_dataset(tmp_path / "ds")
+    with pytest.raises(UserError) as error:
+        build_feature_map({**dataset_params(tmp_path / "ds"), "feature_specs": specs})
+    assert str(error.value) == message
+
+
+def test_feature_specs_may_switch_a_vector_to_a_projection(tmp_path):
+    write_dataset(tmp_path / "ds")
+    specs = [{"name": contract.ITEM_EMB, "projection": "linear", "embedding_dim": 8}]
+    spec = build_feature_map({**dataset_params(tmp_path / "ds"), "feature_specs": specs}
+                             ).features[contract.ITEM_EMB]
+    assert (spec["projection"], spec["embedding_dim"], spec["emb_output_dim"]) == ("linear", 8, 8)
+
+
 def test_shipped_microlens_config_builds_on_data_of_its_schema(tmp_path):
     """The real-data config entry, pointed at a folder with MicroLens-sized vectors and tags."""
     with open(CONFIG, encoding="utf-8") as handle:
