@@ -123,3 +123,30 @@ def test_ids_are_checked_against_the_item_table_not_only_the_vocabulary(broken_c
     column, row = found.group(1), int(found.group(2))
     values = np.asarray(pq.read_table(data / "train.parquet").column(column).to_pylist()[row])
     assert values.max() >= 200  # the named row does hold an id past the item table
+
+
+def test_an_item_missing_from_item_info_stops_training_or_warns(broken_copy):
+    """A gap in item_info's integer ids would give every row naming that item all-zero item
+    features: strict stops naming the ids and how often they occur, warn trains with one line."""
+    data = broken_copy / "data" / "MicroLens_synth_tiny"
+    info = pq.read_table(data / "item_info.parquet")
+    ids = np.asarray(info.column("item_id").to_pylist())
+    pq.write_table(info.filter(pa.array(ids != 150)), data / "item_info.parquet")
+    train = pq.read_table(data / "train.parquet")
+    targets = int((np.asarray(train.column("item_id").to_pylist()) == 150).sum())
+    history = int((np.asarray(train.column("item_seq").to_pylist()) == 150).sum())
+    assert targets and history  # the tiny data does name item 150 in both columns
+    expected = (f"train.parquet: 1 item id missing from item_info "
+                f"./data/MicroLens_synth_tiny/item_info.parquet (150; {targets} item_id values; "
+                f"{history} item_seq values): their item features would be all zeros")
+    with pytest.raises(UserError) as error:
+        run_in(broken_copy)
+    assert expected in str(error.value) and "validation: warn" in str(error.value)
+    config = broken_copy / "config" / "dataset_config.yaml"
+    datasets = yaml.safe_load(config.read_text())
+    datasets["MicroLens_synth_tiny"]["validation"] = "warn"
+    config.write_text(yaml.safe_dump(datasets))
+    result = run_in(broken_copy)
+    assert result["valid"]["AUC"] > 0.6
+    log = (broken_copy / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
+    assert f"WARNING data validation: ./data/MicroLens_synth_tiny/{expected}" in log
