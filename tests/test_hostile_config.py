@@ -164,6 +164,9 @@ DATASET_MUTATIONS = [
     ({"synthetic_preset": "huge"}, "synthetic_preset must be one of demo, full, tiny"),
     ({"train_data": None}, "train_data must be a path"),
     ({"data_format": "csv"}, "data_format: 'csv' is not supported"),
+    ({"item_info": "./data/MicroLens_synth_tiny/item_inf.parquet"},
+     "dataset MicroLens_synth_tiny: item_info ./data/MicroLens_synth_tiny/item_inf.parquet not "
+     "found, and the synthetic preset tiny does not make it"),
 ]
 
 

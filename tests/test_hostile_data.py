@@ -150,3 +150,43 @@ def test_an_item_missing_from_item_info_stops_training_or_warns(broken_copy):
     assert result["valid"]["AUC"] > 0.6
     log = (broken_copy / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
     assert f"WARNING data validation: ./data/MicroLens_synth_tiny/{expected}" in log
+
+
+def _last_run(log: str) -> str:
+    return log[log.rindex(f"======== {TINY}"):]
+
+
+def test_a_valid_split_of_one_class_stops_before_training_naming_the_file(broken_copy):
+    data = broken_copy / "data" / "MicroLens_synth_tiny"
+    rows = pq.read_metadata(data / "valid.parquet").num_rows
+    with_column(data / "valid.parquet", "label", lambda values: [0.0] * len(values))
+    with pytest.raises(UserError) as error:
+        run_in(broken_copy)
+    assert str(error.value) == (f"./data/MicroLens_synth_tiny/valid.parquet: every label of the "
+                                f"valid split is 0 ({rows} rows); AUC, which picks the best "
+                                f"checkpoint, needs both classes")
+    log = (broken_copy / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
+    assert "Train loss" not in _last_run(log)  # stopped at load time, not after an epoch
+
+
+def test_a_run_says_what_it_cannot_honour(broken_copy, capsys):
+    """No truth.parquet: the result line says why there is no test AUC. A max_len longer than
+    the data's histories: one warning line."""
+    (broken_copy / "data" / "MicroLens_synth_tiny" / "truth.parquet").unlink()
+    model_file = broken_copy / "config" / "model_config" / "Transformer_DCN.yaml"
+    text = model_file.read_text()
+    assert text.count("    max_len: 20\n") == 1
+    model_file.write_text(text.replace("    max_len: 20\n", "    max_len: 30\n"))
+    capsys.readouterr()
+    run_in(broken_copy)
+    results = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("result ")]
+    assert len(results) == 1 and " test_AUC=NA(no-truth.parquet) " in results[0], results
+    log = _last_run((broken_copy / "checkpoints" / "MicroLens_synth_tiny" /
+                     f"{TINY}.log").read_text())
+    warnings = [line for line in log.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].endswith("max_len=30 exceed the 20 history positions of the data "
+                                "(item_seq in ./data/MicroLens_synth_tiny/train.parquet): the "
+                                "model sees 20 positions; set them to at most 20 to say so")
+    assert "No test AUC: the test labels (" in log

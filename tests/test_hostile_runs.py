@@ -130,6 +130,16 @@ def test_the_distributed_timeout_must_be_positive(monkeypatch):
     assert not torch.distributed.is_initialized()
 
 
+def test_a_torchrun_job_logs_the_timeout_in_force_and_how_to_change_it():
+    from fuxictr_mmctr.pipeline.experiment import distributed_summary
+    from fuxictr_mmctr.training.distributed import ProcessGroup
+
+    line = distributed_summary(ProcessGroup(rank=0, world_size=2), -1, 10.0)
+    assert line == ("Distributed: 2 processes (CPU, gloo); a process that hears nothing from "
+                    "the others for 10 min stops the job (change it with run_expid.py "
+                    "--dist-timeout MINUTES)")
+
+
 def test_under_torchrun_a_config_error_is_printed_once(tmp_path):
     import subprocess
     import sys

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 
 from fuxictr_mmctr.data import schema
-from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.errors import UserError, did_you_mean
 
 REAL_DATA_URL = "https://recsys.westlake.edu.cn/MicroLens_1M_MMCTR"
 SPLIT_KEYS = {"train": "train_data", "valid": "valid_data", "test": "test_data"}
@@ -67,6 +67,8 @@ def _ensure_base_files(params: dict, folder: str, item_files: list) -> None:
     if preset:
         from fuxictr_mmctr.data.synthetic import generate
 
+        _check_generated_paths(params, folder, missing)
+
         seed = synthetic_seed(params)
         logging.info("Generating synthetic dataset preset=%s seed=%d into %s", preset, seed, folder)
         generate(preset, seed=seed, out_dir=folder, verbose=True)
@@ -76,6 +78,23 @@ def _ensure_base_files(params: dict, folder: str, item_files: list) -> None:
         f"{REAL_DATA_URL} and unzip it into {folder}/ (train/valid/test/item_info .parquet), or try "
         f"the synthetic demo: python run_expid.py --expid Transformer_DCN_MicroLens_demo"
     )
+
+
+def _check_generated_paths(params: dict, folder: str, missing: list) -> None:
+    """Every missing file of a synthetic dataset is one the generator writes into ``folder``:
+    a mistyped path is reported before the whole folder is generated (again) in vain."""
+    from fuxictr_mmctr.data.synthetic import OUTPUT_FILES
+
+    made = {os.path.join(folder, name) for name in OUTPUT_FILES}
+    for path in missing:
+        if os.path.abspath(path) in made:
+            continue
+        keys = [key for key in (*SPLIT_KEYS.values(), "item_info")
+                if params.get(key) == path] or ["item_table"]
+        raise UserError(f"dataset {params['dataset_id']}: {keys[0]} {path} not found, and the "
+                        f"synthetic preset {params['synthetic_preset']} does not make it (it "
+                        f"makes {', '.join(OUTPUT_FILES[:4])} in {folder})"
+                        f"{did_you_mean(os.path.basename(path), OUTPUT_FILES)}")
 
 
 @dataclass(frozen=True)

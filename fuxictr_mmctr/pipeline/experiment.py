@@ -11,7 +11,7 @@ from datetime import datetime
 import numpy as np
 
 from fuxictr_mmctr.errors import EXIT_USAGE, UserError
-from fuxictr_mmctr.pipeline import config_check, datasets, run_lock
+from fuxictr_mmctr.pipeline import config_check, datasets, run_checks, run_lock
 from fuxictr_mmctr.training import distributed
 from fuxictr_mmctr.training.devices import resolve_device
 
@@ -133,6 +133,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1, resume: bool = Fa
     try:
         with distributed.explain_timeouts(group, dist_timeout_minutes):
             return _train_and_evaluate(config_dir, params, resume, group, valid_scores,
+                                       dist_timeout_minutes=dist_timeout_minutes,
                                        listeners=evaluation_listeners, write_row=write_row)
     finally:
         distributed.stop(group)
@@ -169,7 +170,9 @@ def data_fingerprint(params: dict) -> dict:
 
 
 def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group,
-                        valid_scores: bool = False, **options) -> dict:
+                        valid_scores: bool = False,
+                        dist_timeout_minutes: float = distributed.DEFAULT_TIMEOUT_MINUTES,
+                        **options) -> dict:
     """:func:`run_experiment` inside its process group (one plain process or a torchrun rank).
 
     Rank 0 holds the expid's run lock (:mod:`.run_lock`) from before its log, checkpoint and
@@ -187,13 +190,20 @@ def _train_and_evaluate(config_dir: str, params: dict, resume: bool, group,
                 logging.info(taken_over)
             logging.info("Params: %s", params)
             if group.is_distributed:
-                logging.info("Distributed: %d processes (%s)", group.world_size,
-                             "one GPU each" if params["gpu"] >= 0 else "CPU, gloo")
+                logging.info(distributed_summary(group, params["gpu"], dist_timeout_minutes))
         try:
             return _run_logged(config_dir, params, resume, group, valid_scores, **options)
         except UserError as error:
             logging.error("error: %s", error)  # the log tells why the run stopped
             raise
+
+
+def distributed_summary(group, gpu: int, timeout_minutes: float) -> str:
+    """The log line that opens a torchrun job: its processes and the timeout in force."""
+    return (f"Distributed: {group.world_size} processes "
+            f"({'one GPU each' if gpu >= 0 else 'CPU, gloo'}); a process that hears nothing "
+            f"from the others for {timeout_minutes:g} min stops the job (change it with "
+            f"run_expid.py --dist-timeout MINUTES)")
 
 
 def _run_logged(config_dir: str, params: dict, resume: bool, group,
@@ -212,6 +222,11 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group,
                                    group, trim_history=model.trims_history)
         valid_loader = make_loader(params, catalogue, params["valid_data"], False, model.device,
                                    group, trim_history=model.trims_history)
+        run_checks.check_valid_labels(valid_loader.split.label, params["valid_data"])
+        history_warning = run_checks.history_settings_warning(params,
+                                                              catalogue.schema.max_seq_len)
+        if history_warning and group.is_main:
+            logging.warning(history_warning)
     model.trainer.run_signature["data_files"] = data_fingerprint(params)
     model.trainer.evaluation_listeners.extend(listeners)
     if not resume:
@@ -233,7 +248,8 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group,
     if group.is_main and write_row:
         write_result_row(config_dir, expid, params["dataset_id"], valid_result, test_result,
                          print_to_list)
-        print(summary_line(expid, valid_result, oracle, test_auc_truth), flush=True)
+        test_note = None if test_auc_truth is not None else run_checks.missing_truth_note(params)
+        print(summary_line(expid, valid_result, oracle, test_auc_truth, test_note), flush=True)
     return {"expid": expid, "valid": valid_result, "test": test_result,
             "test_auc_truth": test_auc_truth, "oracle_auc": oracle,
             "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -296,11 +312,15 @@ def _evaluate_test(params: dict, catalogue, model, group):
     return test_result, test_auc
 
 
-def summary_line(expid: str, valid_result: dict, oracle, test_auc=None) -> str:
+def summary_line(expid: str, valid_result: dict, oracle, test_auc=None,
+                 test_note: str | None = None) -> str:
     """``result expid=<id> AUC=<valid AUC> logloss=<valid logloss> [test_AUC=<AUC>]
-    oracle_AUC=<value or NA>`` (``test_AUC`` on synthetic data, from its truth file)."""
+    oracle_AUC=<value or NA>`` (``test_AUC`` from the dataset's truth file). Without a test
+    AUC, ``test_note`` (e.g. ``no-truth.parquet``) says why: ``test_AUC=NA(<note>)``."""
     oracle_text = "NA" if oracle is None else f"{oracle:.6f}"
     test_text = "" if test_auc is None else f" test_AUC={test_auc:.6f}"
+    if test_auc is None and test_note:
+        test_text = f" test_AUC=NA({test_note})"
     return (f"result expid={expid} AUC={valid_result['AUC']:.6f} "
             f"logloss={valid_result['logloss']:.6f}{test_text} oracle_AUC={oracle_text}")
 
