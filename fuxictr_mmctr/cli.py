@@ -39,14 +39,16 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from fuxictr_mmctr.data.validate import validate_dataset
+    from fuxictr_mmctr.data.validate import dataset_report
 
     # A path that is not a folder is a usage error, not a finding about a dataset.
     if not os.path.exists(args.dir):
         raise UserError(f"{args.dir}: dataset folder not found")
     if not os.path.isdir(args.dir):
         raise UserError(f"{args.dir}: is a file; validate takes the dataset folder")
-    problems = validate_dataset(args.dir)
+    problems, notes = dataset_report(args.dir)
+    for note in notes:
+        print(f"note: {note}")
     for problem in problems:
         print(problem)
     if problems:

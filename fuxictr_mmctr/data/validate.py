@@ -8,6 +8,11 @@ A check that fails on many rows gives one line per (file, column, check): the fi
 and how many more rows fail. Bad data never raises; a missing folder, a missing file or a file
 that is not parquet is one line too.
 
+item_info's integer ids are judged as training judges them: rows may come in any order (each
+row is placed at the row of its id; an order other than ``0..N-1`` is a *note*, information
+that is no problem), ids must be unique, and a split naming an id item_info lacks is a problem
+(training would give that item all-zero features). The padding item is the row whose id is 0.
+
 Files are streamed in record batches of :data:`BATCH_ROWS` rows, so memory stays bounded on the
 full MicroLens train split (3.6M rows x 100-long ``item_seq``). Every check works on whole
 columns of a batch as numpy arrays: list columns are taken apart into per-row lengths and one
@@ -54,6 +59,8 @@ class Problem:
     row: int | None
     message: str
     more_rows: int = 0
+    #: Information, not a problem (e.g. item_info rows in another order than their ids).
+    note: bool = False
 
     def __str__(self) -> str:
         plural = "s" if self.more_rows > 1 else ""
@@ -70,7 +77,13 @@ def validate_dataset(folder, schema: Schema | None = None) -> list[str]:
 
     ``schema`` defaults to :func:`~fuxictr_mmctr.data.schema.load_schema` of the folder.
     """
-    return [str(problem) for problem in find_problems(folder, schema)]
+    return dataset_report(folder, schema)[0]
+
+
+def dataset_report(folder, schema: Schema | None = None) -> tuple[list[str], list[str]]:
+    """``(problems, notes)`` of the dataset in ``folder``, one line each (see :class:`Problem`)."""
+    found = find_problems(folder, schema)
+    return ([str(p) for p in found if not p.note], [str(p) for p in found if p.note])
 
 
 def validate_table(path, table: str, schema: Schema, *, item_rows: int | None = None) -> list[str]:
@@ -82,11 +95,13 @@ def validate_table(path, table: str, schema: Schema, *, item_rows: int | None = 
     if item_rows is None:
         sibling = os.path.join(os.path.dirname(os.fspath(path)), split_file(ITEM_INFO))
         item_rows = _item_rows(sibling, schema)
-    return [str(problem) for problem in check_table(path, table, schema, item_rows=item_rows)]
+    return [str(problem) for problem in check_table(path, table, schema, item_rows=item_rows)
+            if not problem.note]
 
 
 def find_problems(folder, schema: Schema | None = None) -> list[Problem]:
-    """Structured form of :func:`validate_dataset`: item_info first, then train, valid, test."""
+    """Structured form of :func:`dataset_report` (problems and notes): item_info first, then
+    train, valid, test."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         return [Problem(folder, None, None, "dataset folder does not exist")]
@@ -98,17 +113,18 @@ def find_problems(folder, schema: Schema | None = None) -> list[Problem]:
             message = str(error).removeprefix(f"{schema_path}: ")
             return [Problem(schema_path, None, None, message)]
     item_path = os.path.join(folder, split_file(ITEM_INFO))
-    item_rows = _item_rows(item_path, schema)
+    items = _ItemIds.read(item_path, schema)
     problems = []
     for table in (ITEM_INFO,) + SPLITS:
         problems += check_table(os.path.join(folder, split_file(table)), table, schema,
-                                item_rows=item_rows, name=split_file(table))
+                                item_rows=items.rows, name=split_file(table), items=items)
     return problems
 
 
 def check_table(path, table: str, schema: Schema, *, item_rows: int | None = None,
-                name: str | None = None) -> list[Problem]:
-    """Problems of one file. ``name`` is how lines call the file (default: ``path``)."""
+                name: str | None = None, items: "_ItemIds | None" = None) -> list[Problem]:
+    """Problems (and notes) of one file. ``name`` is how lines call the file (default:
+    ``path``); ``items`` (item_info's ids) adds the checks that need them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -124,7 +140,9 @@ def check_table(path, table: str, schema: Schema, *, item_rows: int | None = Non
     try:
         problems, checked = _header_problems(parquet, table, schema, name)
         if checked and parquet.metadata.num_rows > 0:
-            problems += _row_problems(parquet, table, schema, item_rows, checked, name)
+            problems += _row_problems(parquet, table, schema, item_rows, checked, name, items)
+        if table == ITEM_INFO and items is not None:
+            problems += items.problems(name)
         return problems
     finally:
         parquet.close()
@@ -208,12 +226,13 @@ def _first_vector_width(parquet, name: str) -> int | None:
     return None
 
 
-def _row_problems(parquet, table: str, schema: Schema, item_rows: int, columns, name: str):
+def _row_problems(parquet, table: str, schema: Schema, item_rows: int, columns, name: str,
+                  items: "_ItemIds | None" = None):
     """Value checks of ``columns``, streamed in batches of :data:`BATCH_ROWS` rows."""
     import pyarrow as pa
 
     findings = _Findings()
-    checks = _TableChecks(table, schema, item_rows, findings)
+    checks = _TableChecks(table, schema, item_rows, findings, items)
     problems = []
     row_offset = 0
     try:
@@ -230,6 +249,64 @@ def _row_problems(parquet, table: str, schema: Schema, item_rows: int, columns, 
 
 # ---------------------------------------------------------------------------------------------
 # per-file helpers
+
+
+@dataclass
+class _ItemIds:
+    """item_info's integer ids, read once: what the splits and item_info are judged by.
+
+    ``rows``: item-table rows (max id + 1); ``missing``: ``(rows,)`` bool, True for an id below
+    ``rows`` that item_info lacks (padding 0 excluded), ``None`` when the ids are unusable (the
+    row checks of item_info report why); ``padding_row``: the item_info row holding id 0.
+    """
+
+    rows: int
+    missing: np.ndarray | None = None
+    padding_row: int | None = 0
+    ids: np.ndarray | None = None
+
+    @classmethod
+    def read(cls, item_path: str, schema: Schema) -> "_ItemIds":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import pyarrow.types as pat
+
+        rows = _item_rows(item_path, schema)
+        try:
+            column = pq.read_table(item_path, columns=[ITEM_ID]).column(ITEM_ID)
+        except (pa.ArrowException, OSError, ValueError, KeyError):
+            return cls(rows)
+        if not pat.is_integer(column.type) or column.null_count or len(column) < MIN_ITEM_ROWS:
+            return cls(rows)
+        ids = column.to_numpy().astype(np.int64)
+        if ids.min() < 0 or ids.max() >= max(schema.item_vocab, len(ids)):
+            return cls(rows)  # negative (reported by the row checks) or ids training remaps
+        rows = int(ids.max()) + 1
+        missing = np.ones(rows, dtype=bool)
+        missing[ids] = False
+        missing[PADDING_ID] = False
+        padding = np.flatnonzero(ids == PADDING_ID)
+        return cls(rows, missing, int(padding[0]) if padding.size else None, ids)
+
+    def problems(self, name: str) -> list[Problem]:
+        """Duplicate ids (a problem, as in training) and rows out of id order (a note)."""
+        if self.ids is None:
+            return []
+        found = []
+        counts = np.bincount(self.ids)
+        counts[PADDING_ID] = min(counts[PADDING_ID], 1)
+        if (counts > 1).any():
+            duplicate = int(np.flatnonzero(counts > 1)[0])
+            row = int(np.flatnonzero(self.ids == duplicate)[1])
+            found.append(Problem(name, ITEM_ID, row, f"item id {duplicate} appears more than "
+                                                     f"once", int((counts > 1).sum()) - 1))
+        out_of_order = np.flatnonzero(self.ids != np.arange(len(self.ids)))
+        if out_of_order.size:
+            row = int(out_of_order[0])
+            found.append(Problem(name, ITEM_ID, row, f"holds item {self.ids[row]}: rows are not "
+                                 f"in id order, which training accepts (each row is placed at "
+                                 f"its id)", note=True))
+        return found
 
 
 def _item_rows(item_path: str, schema: Schema) -> int:
@@ -340,11 +417,13 @@ def _null_mask(array) -> np.ndarray:
 class _TableChecks:
     """The checks of one table, applied batch by batch to each column that has the right dtype."""
 
-    def __init__(self, table: str, schema: Schema, item_rows: int, findings: _Findings):
+    def __init__(self, table: str, schema: Schema, item_rows: int, findings: _Findings,
+                 items: _ItemIds | None = None):
         self.table = table
         self.schema = schema
         self.item_rows = item_rows
         self.findings = findings
+        self.items = items if items is not None else _ItemIds(item_rows)
 
     def run(self, column: Column, array, row_offset: int) -> None:
         if column.kind in ("int", "label"):
@@ -378,31 +457,37 @@ class _TableChecks:
             return
 
         if column.name == ITEM_ID and self.table == ITEM_INFO:
-            # Stricter than a range check: item_info.item_id must be exactly 0..N-1.
-            expected = np.arange(row_offset, row_offset + len(values))
-            add(column.name, "order", np.flatnonzero((values != expected) & ~null_rows), row_offset,
-                lambda row: f"item_id is {values[row]}, expected {row_offset + row} "
-                            f"(row i of item_info must be item i)")
+            # Any order and any size: _ItemIds judges the ids as a whole (duplicates, order).
+            self._int_range(column, values, row_offset, np.flatnonzero, bounded=False)
             return
         self._int_range(column, values, row_offset, np.flatnonzero)
-        if self.table == ITEM_INFO and row_offset == 0 and len(values) and not null_rows[0] \
-                and values[0] != 0:
-            add(column.name, "padding row", np.array([0]), 0,
+        padding = self._padding_row(row_offset, len(values))
+        if self.table == ITEM_INFO and padding is not None and not null_rows[padding] \
+                and values[padding] != 0:
+            add(column.name, "padding row", np.array([padding]), row_offset,
                 lambda _: "padding row 0 must be 0 (the padding item has no features)")
         if column.name == ITEM_ID:
             add(column.name, "padding target", np.flatnonzero((values == PADDING_ID) & ~null_rows),
                 row_offset, lambda _: f"target item_id is {PADDING_ID}, the padding id")
 
+    def _padding_row(self, row_offset: int, num_rows: int) -> int | None:
+        """Batch-local row of the padding item (item_info's id-0 row) if this batch holds it."""
+        padding = self.items.padding_row
+        if padding is None or not row_offset <= padding < row_offset + num_rows:
+            return None
+        return padding - row_offset
+
     def _int_range(self, column: Column, values: np.ndarray, row_offset: int,
-                   rows_of: Callable[[np.ndarray], np.ndarray]) -> None:
-        """Negative and out-of-vocabulary values; ``rows_of(bad_value_mask)`` maps values to rows.
+                   rows_of: Callable[[np.ndarray], np.ndarray], bounded: bool = True) -> None:
+        """Negative and out-of-vocabulary values, and item ids item_info lacks;
+        ``rows_of(bad_value_mask)`` maps values to rows. ``bounded=False``: negatives only.
 
         ``values`` is a flat array, one entry per scalar row or per list element; min/max first
         keeps the clean case to two reductions.
         """
         if len(values) == 0:
             return
-        vocab = self._vocab(column)
+        vocab = self._vocab(column) if bounded else None
         low, high = values.min(), values.max()
         if low < 0:
             bad_mask = values < 0
@@ -414,6 +499,16 @@ class _TableChecks:
             first_value = values[np.argmax(bad_mask)]
             self.findings.add(column.name, "vocab", rows_of(bad_mask), row_offset,
                               lambda _: self._range_message(column, first_value))
+        missing = self.items.missing
+        if bounded and missing is not None and column.name in (ITEM_ID, ITEM_SEQ):
+            known = (values >= 0) & (values < len(missing))
+            bad_mask = np.zeros(len(values), dtype=bool)
+            bad_mask[known] = missing[values[known]]
+            if bad_mask.any():
+                first_value = values[np.argmax(bad_mask)]
+                self.findings.add(column.name, "missing item", rows_of(bad_mask), row_offset,
+                                  lambda _: f"item id {first_value} is not in item_info (its "
+                                            f"item features would be all zeros)")
 
     # lists -----------------------------------------------------------------------------------
 
@@ -439,10 +534,11 @@ class _TableChecks:
         rows, mat = batch.matrix(column.length)
         if column.kind == "int_list":
             self._left_padding(name, rows, mat, row_offset)
-        if self.table == ITEM_INFO and row_offset == 0 and len(rows) and rows[0] == 0:
-            # Row 0 is the padding item: the model gathers it for every padded history slot.
-            if np.any(mat[0] != 0):
-                add(name, "padding row", np.array([0]), 0,
+        padding = self._padding_row(row_offset, len(batch.lengths))
+        if self.table == ITEM_INFO and padding is not None and padding in rows:
+            # The padding item: the model gathers it for every padded history slot.
+            if np.any(mat[int(np.searchsorted(rows, padding))] != 0):
+                add(name, "padding row", np.array([padding]), row_offset,
                     lambda _: "padding row 0 must be all zeros")
 
     def _left_padding(self, name: str, rows: np.ndarray, mat: np.ndarray, row_offset: int) -> None:

@@ -205,8 +205,6 @@ ROW_CASES = {
                           "value 20 is outside the vocabulary 0..19"),
     "negative tag": (ITEM_INFO, set_value(ITEM_TAGS, 5, -2, position=2), ITEM_TAGS, 5,
                      "negative"),
-    "item_info out of order": (ITEM_INFO, set_value(ITEM_ID, 3, 4), ITEM_ID, 3,
-                               "item_id is 4, expected 3"),
     "non-zero padding tags": (ITEM_INFO, set_value(ITEM_TAGS, 0, 7, position=2), ITEM_TAGS, 0,
                               "padding row 0 must be all zeros"),
     "non-zero padding vector": (ITEM_INFO, set_value(ITEM_EMB, 0, 0.1, position=0), ITEM_EMB, 0,
@@ -382,3 +380,62 @@ def test_duplicated_column_is_reported(tmp_path):
     train = pq.read_table(tmp_path / "train.parquet").append_column(LABEL, labels)
     pq.write_table(train, tmp_path / "train.parquet")
     assert validate_dataset(tmp_path) == ["train.parquet, column label: column appears 2 times"]
+
+
+def _shuffled_item_info(columns):
+    """item_info with its rows (the padding row included) in another order."""
+    order = np.random.default_rng(5).permutation(len(columns[ITEM_ID]))
+    return {name: np.asarray(values)[order] for name, values in columns.items()}
+
+
+def test_item_info_in_another_order_is_a_note_not_a_problem(tmp_path, capsys):
+    """Training places each item_info row at its id, so validate agrees: the order is reported
+    as information and the exit status is 0; the padding item is the row whose id is 0."""
+    folder = broken(tmp_path, ITEM_INFO, _shuffled_item_info)
+    assert validate_dataset(folder) == []
+    problems, notes = validate.dataset_report(folder)
+    assert problems == [] and len(notes) == 1
+    assert notes[0].startswith("item_info.parquet, column item_id, row 0: holds item ")
+    assert "rows are not in id order, which training accepts" in notes[0]
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["validate", str(folder)])
+    assert exit_status.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"note: {notes[0]}", f"{folder}: OK"]
+
+
+def test_item_info_padding_row_is_found_by_its_id(tmp_path):
+    def shuffled_with_tagged_padding(columns):
+        columns = _shuffled_item_info(columns)
+        columns[ITEM_TAGS][np.flatnonzero(columns[ITEM_ID] == 0)[0], 2] = 7
+        return columns
+
+    folder = broken(tmp_path, ITEM_INFO, shuffled_with_tagged_padding)
+    padding_row = int(np.flatnonzero(pq.read_table(folder / "item_info.parquet")
+                                     .column(ITEM_ID).to_numpy() == 0)[0])
+    line = only_line(validate_dataset(folder))
+    assert line == (f"item_info.parquet, column item_tags, row {padding_row}: padding row 0 "
+                    f"must be all zeros")
+
+
+def test_an_item_missing_from_item_info_is_a_problem_of_the_splits_naming_it(tmp_path):
+    """A gap in item_info's ids: every split row naming the missing item is reported, as
+    training stops on it."""
+    def without_item_7(columns):
+        keep = columns[ITEM_ID] != 7
+        return {name: np.asarray(values)[keep] for name, values in columns.items()}
+
+    folder = broken(tmp_path, ITEM_INFO, without_item_7)
+    problems = validate_dataset(folder)
+    assert problems, "item 7 is named by the splits"
+    for line in problems:
+        assert "item id 7 is not in item_info (its item features would be all zeros)" in line
+        assert line.split(",")[0] in ("train.parquet", "valid.parquet", "test.parquet"), line
+
+
+def test_a_duplicate_item_id_is_a_problem(tmp_path):
+    """Item 4 twice (and so item 3 missing): the duplicate is named where training names it."""
+    problems = validate_dataset(broken(tmp_path, ITEM_INFO, set_value(ITEM_ID, 3, 4)))
+    item_info_lines = [line for line in problems if line.startswith("item_info.parquet")]
+    assert item_info_lines == [
+        "item_info.parquet, column item_id, row 4: item id 4 appears more than once"]
