@@ -8,8 +8,9 @@ shared base class, the trainer and the pipeline accept. Every mistake is one
 line), raised before a log is opened, a checkpoint folder made or data generated:
 
 * an unknown key suggests the closest known one (``batch_sise`` -> did you mean ``batch_size``?);
-* types follow the defaults of the model's ``build`` (a bool default wants a bool, a list default
-  a list, ...) and explicit rules for the trainer and pipeline keys (``batch_size >= 1``,
+* the model's ``build`` arguments follow rules read from its signature
+  (:mod:`~fuxictr_mmctr.pipeline.build_arguments`: sizes and counts >= 1, Literal choices, ...),
+  and explicit rules cover the trainer and pipeline keys (``batch_size >= 1``,
   ``epochs >= 1``, ``learning_rate > 0``, dropouts in ``[0, 1)``, known optimizer, loss, metric
   and monitor names, ``feature_specs`` naming existing features, a numeric ``seed``);
 * numbers YAML reads as strings (``1e-3`` without a dot) are taken as the numbers they spell.
