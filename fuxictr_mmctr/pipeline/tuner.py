@@ -34,7 +34,7 @@ from fuxictr_mmctr.errors import EXIT_USAGE, UserError
 from fuxictr_mmctr.fileio import write_text_atomic
 
 
-def _read_tuner_config(config_file: str) -> dict:
+def read_tuner_config(config_file: str) -> dict:
     """The tuner yaml as a dict, its shape checked: every problem is one line naming the file
     (and the line, for YAML syntax errors)."""
     if not os.path.exists(config_file):
@@ -98,7 +98,7 @@ def _as_list(value):
     return value if isinstance(value, list) else [value]
 
 
-def _base_configs(config_file: str, config: dict):
+def base_configs(config_file: str, config: dict):
     """The base expid's merged model params and its dataset params."""
     from fuxictr.utils import load_dataset_config, load_model_config
 
@@ -168,12 +168,17 @@ def expand_tuner_config(config_file: str) -> str:
 
     The folder is ``config_file`` without ``.yaml`` (as fuxictr does).
     """
+    config_file = os.path.abspath(config_file)
+    config = read_tuner_config(config_file)
+    return expand_space(config_file, config, config["tuner_space"] or {})
+
+
+def expand_space(config_file: str, config: dict, space: dict) -> str:
+    """:func:`expand_tuner_config` for ``config`` (the checked tuner yaml at the absolute path
+    ``config_file``) with ``space`` as its grid."""
     from fuxictr import autotuner
 
-    config_file = os.path.abspath(config_file)
-    config = _read_tuner_config(config_file)
-    expid, model_params, dataset_id, dataset_params = _base_configs(config_file, config)
-    space = config["tuner_space"] or {}
+    expid, model_params, dataset_id, dataset_params = base_configs(config_file, config)
     unknown = set(space) - set(model_params) - set(dataset_params)
     if unknown:
         raise UserError(f"{config_file}: tuner_space keys not in the base configs: {sorted(unknown)}")
