@@ -7,11 +7,14 @@ with one ``index_select`` per column. On CUDA the gather writes into pinned host
 bytes moved. With ``on_device=True`` the whole split lives on the device and batches are
 gathered there (MicroLens train is ~1.5 GB as int32).
 
-With ``trim_history=True`` each batch's history is cut to its longest real history: histories
-are left-padded, so the leading columns that are padding in every row of the batch are dropped
-(the width is rounded up to the bucket ladder of :mod:`fuxictr_mmctr.layers.packing`, so there
-are only a few distinct widths). Each row's span is computed once, on the host, when the loader
-is made; no batch needs a device sync to know its width.
+Each row's span (positions from its first real history item to the end) is computed once, on
+the host, when the loader is made. Every batch carries its history plan
+(:mod:`fuxictr_mmctr.data.history_plan`: the real positions, the rows grouped by length), made
+from those spans on the host and moved with the ids, so no layer needs a device sync to find
+the real positions. With ``trim_history=True`` each batch's history is also cut to its longest
+real history: histories are left-padded, so the leading columns that are padding in every row
+of the batch are dropped (the width is rounded up to the bucket ladder, so there are only a few
+distinct widths).
 """
 from __future__ import annotations
 
@@ -21,6 +24,15 @@ import warnings
 import numpy as np
 import torch
 
+from fuxictr_mmctr.data.history_plan import (  # noqa: F401  (re-exported: the loader's widths)
+    BUCKETS_KEY,
+    MIN_BUCKET_WIDTH,
+    bucket_ladder,
+    history_spans,
+    plan_of_spans,
+    span_of_rows,
+    trimmed_width,
+)
 from fuxictr_mmctr.data.schema import ITEM_SEQ
 from fuxictr_mmctr.errors import UserError
 
@@ -53,8 +65,11 @@ class BatchLoader:
 
     Each batch is ``{"user_id": (B,) int64, "item_id": (B,) int64, "item_seq": (B, W) int64,
     "likes_level": (B,) int64, "views_level": (B,) int64, "label": (B,) float32}`` (``label``
-    only for labelled splits), ``W = max_len`` (or the split's width) unless ``trim_history``.
-    :meth:`row_indices` says which rows, in order.
+    only for labelled splits), ``W = max_len`` (or the split's width) unless ``trim_history``,
+    plus the batch's history plan (``history_lengths``, ``history_slots``, ``history_order``
+    on the device, ``history_buckets`` on the host; :mod:`fuxictr_mmctr.data.history_plan`).
+    :meth:`row_indices` says which rows, in order; :meth:`iter_from` starts at a later batch
+    without gathering the ones before it.
     """
 
     def __init__(self, split, batch_size: int, shuffle: bool = False, seed: int = 0,
@@ -84,11 +99,11 @@ class BatchLoader:
             self._columns = {name: torch.from_numpy(_recent_columns(name, array, max_len))
                              for name, array in split.columns.items()}
         self.trim_history = bool(trim_history) and ITEM_SEQ in self._columns
-        self._spans = (span_of_rows(self._columns[ITEM_SEQ].numpy()) if self.trim_history
+        self._spans = (span_of_rows(self._columns[ITEM_SEQ].numpy()) if ITEM_SEQ in self._columns
                        else None)
         if on_device:
             self._columns = {name: column.to(self.device) for name, column in self._columns.items()}
-        self._pinned = _PinnedBuffers() if self.pin_memory else None
+        self._pinned = _PinnedBuffers(self.device) if self.pin_memory else None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation the next iteration uses."""
@@ -119,11 +134,17 @@ class BatchLoader:
         return rows // self.batch_size if self.drop_last else math.ceil(rows / self.batch_size)
 
     def __iter__(self):
-        host_indices = self.row_indices()
+        return self.iter_from(0)
+
+    def iter_from(self, first_batch: int):
+        """The current epoch's batches from batch ``first_batch`` on (the same batches as
+        ``list(self)[first_batch:]``); the rows of the batches before it are never gathered
+        (resuming mid-epoch)."""
+        host_indices = self.row_indices()[int(first_batch) * self.batch_size:]
         indices = torch.from_numpy(host_indices)
         if self.on_device:
             indices = indices.to(self.device)
-        for step in range(len(self)):
+        for step in range(max(len(self) - int(first_batch), 0)):
             chunk = slice(step * self.batch_size, (step + 1) * self.batch_size)
             yield self._batch(indices[chunk], host_indices[chunk])
 
@@ -134,7 +155,7 @@ class BatchLoader:
         length = self._columns[ITEM_SEQ].shape[1]
         return trimmed_width(int(self._spans[host_rows].max(initial=0)), length)
 
-    def _batch(self, rows: torch.Tensor, host_rows: np.ndarray) -> dict[str, torch.Tensor]:
+    def _batch(self, rows: torch.Tensor, host_rows: np.ndarray) -> dict:
         batch = {}
         width = self.history_width(host_rows)
         for name, column in self._columns.items():
@@ -144,91 +165,68 @@ class BatchLoader:
                 host = self._pinned.gather(name, column, rows)
             else:
                 host = column.index_select(0, rows)
-            values = host.to(self.device, non_blocking=True)
-            if not values.is_floating_point() and values.dtype != torch.int64:
-                values = values.long()  # after the copy: int32 crosses the bus, int64 is used
-            batch[name] = values
+            batch[name] = self._to_device(host)
+        if self._spans is not None:
+            history_width = width or self._columns[ITEM_SEQ].shape[1]
+            for name, value in plan_of_spans(self._spans[host_rows], history_width).items():
+                if name != BUCKETS_KEY:           # the bucket sizes stay on the host
+                    if self._pinned is not None:
+                        value = self._pinned.hold(name, value)
+                    value = self._to_device(value)
+                batch[name] = value
         if self._pinned is not None:
             self._pinned.record()
         return batch
 
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        values = host.to(self.device, non_blocking=True)
+        if not values.is_floating_point() and values.dtype != torch.int64:
+            values = values.long()  # after the copy: int32 crosses the bus, int64 is used
+        return values
+
 
 class _PinnedBuffers:
     """Two pinned host buffers per column, used in turn; a buffer is reused only after the
-    copy that last read from it has completed (tracked with a CUDA event)."""
+    copy that last read from it has completed (tracked with a CUDA event recorded on the
+    current stream of the batches' device, whatever the process's current device is)."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
         self.buffers = {}
         self.events = [None, None]
         self.turn = 0
 
     def gather(self, name, column: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``column[rows]`` written into a pinned buffer (its width may change per batch)."""
+        out = self._buffer(name, (len(rows),) + tuple(column.shape[1:]), column.dtype)
+        torch.index_select(column, 0, rows, out=out)
+        return out
+
+    def hold(self, name, values: torch.Tensor) -> torch.Tensor:
+        """``values`` copied into a pinned buffer."""
+        return self._buffer(name, tuple(values.shape), values.dtype).copy_(values)
+
+    def _buffer(self, name, shape: tuple, dtype) -> torch.Tensor:
+        """This turn's pinned buffer of ``name``, at least ``shape`` big, once free."""
         slot = self.turn % 2
         if self.events[slot] is not None:
             self.events[slot].synchronize()
             self.events[slot] = None
-        shape = (len(rows),) + tuple(column.shape[1:])
         size = math.prod(shape)
         buffer = self.buffers.get((name, slot))
-        if buffer is None or buffer.numel() < size:
-            buffer = torch.empty(size, dtype=column.dtype).pin_memory()
+        if buffer is None or buffer.numel() < size or buffer.dtype != dtype:
+            buffer = torch.empty(max(size, 1), dtype=dtype).pin_memory()
             self.buffers[(name, slot)] = buffer
-        out = buffer[:size].view(shape)
-        torch.index_select(column, 0, rows, out=out)
-        return out
+        return buffer[:size].view(shape)
 
     def record(self):
+        """Mark the copies queued so far: on the stream that runs them (the batches' device's
+        current stream; recording on the process's current device would mark another GPU's
+        queue and let the buffer be rewritten before its copy ran)."""
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))
         self.events[self.turn % 2] = event
         self.turn += 1
-
-
-#: Narrowest width of the bucket ladder (``fuxictr_mmctr.layers.packing``): below it the cost
-#: of one more group outweighs the padding positions it saves.
-MIN_BUCKET_WIDTH = 8
-
-
-def bucket_ladder(length: int, min_width: int = MIN_BUCKET_WIDTH) -> list[int]:
-    """Bucket widths for histories of ``length`` positions: powers of two from ``min_width``,
-    then ``length`` itself (``100 -> [8, 16, 32, 64, 100]``; ``6 -> [6]``)."""
-    widths, width = [], min(int(min_width), int(length))
-    while width < length:
-        widths.append(width)
-        width *= 2
-    widths.append(int(length))
-    return widths
-
-
-def trimmed_width(longest_span: int, length: int, min_width: int = MIN_BUCKET_WIDTH) -> int:
-    """The ladder width that holds ``longest_span`` positions (at least one column is kept)."""
-    for width in bucket_ladder(length, min_width):
-        if width >= max(int(longest_span), 1):
-            return width
-    return int(length)
-
-
-def history_spans(real: torch.Tensor) -> torch.Tensor:
-    """Positions from each row's first real item to the end: ``(B, L) bool -> (B,) int64``.
-
-    Left padding makes this the row's length; a row with no real item has span 0. Real items
-    after a gap (not the data contract, but harmless) stay inside the span.
-    """
-    length = real.shape[-1]
-    first = real.to(torch.uint8).argmax(dim=-1)               # first True (0 when none)
-    return torch.where(real.any(dim=-1), length - first, torch.zeros_like(first))
-
-
-def span_of_rows(item_seq: np.ndarray) -> np.ndarray:
-    """:func:`history_spans` of a whole split's ``item_seq`` (padding id 0), on the host in
-    chunks: ``(N, L) int -> (N,) int16``."""
-    spans = np.zeros(item_seq.shape[0], dtype=np.int16)
-    chunk = 1 << 16
-    for start in range(0, len(spans), chunk):
-        real = torch.from_numpy(np.asarray(item_seq[start:start + chunk]) != 0)
-        spans[start:start + chunk] = history_spans(real).numpy()
-    return spans
 
 
 def _pinning(pin_memory: bool | None, device: torch.device, on_device: bool) -> bool:

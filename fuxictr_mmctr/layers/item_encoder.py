@@ -43,6 +43,12 @@ class ItemEncoder(nn.Module):
             more rows than the ids asked for (the cheaper of the two; projection and tag pooling
             cost is proportional to the rows encoded).
 
+    In evaluation (eval mode, no gradients, not compiling) ``table`` and ``auto`` encode the
+    whole table once and keep it for the following batches (:meth:`evaluation_table`): one
+    evaluation pass encodes each item once instead of once per batch. The kept table is dropped
+    when the module goes back to training, and re-encoded when a weight changed (its version
+    counter moved: optimizer steps, ``load_state_dict``) or moved to another device.
+
     ``forward(item_ids (...) int64) -> (..., output_dim) float32``.
 
     Example::
@@ -90,6 +96,7 @@ class ItemEncoder(nn.Module):
             dims[name] = out_dim
         self.feature_dims = [dims[name] for name in self.features]
         self.output_dim = sum(self.feature_dims)
+        self._evaluation_table = None   # (weights' identity, encoded table) while evaluating
 
     @property
     def num_items(self) -> int:
@@ -97,21 +104,49 @@ class ItemEncoder(nn.Module):
         return self.item_table.num_rows
 
     def uses_table_first(self, num_ids: int) -> bool:
-        """Whether encoding ``num_ids`` ids goes through the whole table (see ``gather_mode``)."""
+        """Whether encoding ``num_ids`` ids goes through the whole table (see ``gather_mode``).
+
+        Under ``torch.compile``, ``auto`` encodes rows: a choice by the number of ids would be
+        a guard on the batch's sizes, and a new graph each time the batch crosses it."""
         if self.gather_mode == "auto":
-            return self.item_table.num_rows <= num_ids
+            return not torch.compiler.is_compiling() and self.item_table.num_rows <= num_ids
         return self.gather_mode == "table"
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """``item_ids (...) int64 -> (..., output_dim)``; padding ids give zero rows."""
         flat_ids = item_ids.reshape(-1)
-        if self.uses_table_first(flat_ids.numel()):
+        encoded_table = self.evaluation_table()
+        if encoded_table is None and self.uses_table_first(flat_ids.numel()):
             encoded_table = self.encode_rows(None)
+        if encoded_table is not None:
             item_emb = encoded_table.index_select(0, flat_ids)
         else:
             item_emb = self.encode_rows(flat_ids)
             item_emb = item_emb * (flat_ids != PADDING_ID).unsqueeze(-1).to(item_emb.dtype)
         return item_emb.view(*item_ids.shape, self.output_dim)
+
+    def evaluation_table(self) -> torch.Tensor | None:
+        """The encoded table ``(num_items, output_dim)`` kept across evaluation batches, or
+        ``None`` outside evaluation (training, gradients on, ``torch.compile`` tracing) and
+        with ``gather_mode="rows"``."""
+        if (self.training or torch.is_grad_enabled() or self.gather_mode == "rows"
+                or torch.compiler.is_compiling()):
+            return None
+        identity = self._weights_identity()
+        if self._evaluation_table is None or self._evaluation_table[0] != identity:
+            self._evaluation_table = (identity, self.encode_rows(None))
+        return self._evaluation_table[1]
+
+    def _weights_identity(self) -> tuple:
+        """What the encoded table depends on: every weight's storage and version, and the
+        autocast state."""
+        tensors = [*self.parameters(), *self.item_table.buffers()]
+        autocast = tuple(torch.is_autocast_enabled(kind) for kind in ("cpu", "cuda"))
+        return autocast + tuple((t.device, t.data_ptr(), t._version) for t in tensors)
+
+    def train(self, mode: bool = True):
+        self._evaluation_table = None
+        return super().train(mode)
 
     def encode_target_and_history(self, target_ids: torch.Tensor, history_ids: torch.Tensor):
         """One encoding pass for both: ``(B,)``, ``(B, L)`` -> ``(B, D)``, ``(B, L, D)``."""

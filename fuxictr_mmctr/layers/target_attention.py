@@ -11,12 +11,7 @@ from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
 
 from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.layers.packing import (
-    PackableHistory,
-    packing_allowed,
-    real_positions,
-    scatter_positions,
-)
+from fuxictr_mmctr.layers.packing import PackableHistory, dense_history, packed_history
 
 NORMALIZATIONS = ("none", "softmax")
 
@@ -47,12 +42,14 @@ class TargetAttentionPooling(PackableHistory, nn.Module):
     activations such as ``Dice`` work too (their statistics then include padding positions,
     as in FuxiCTR's ``DIN_Attention``).
 
-    Packing (``packed``, on by default): the scores are computed at real positions only (the
-    real ``(row, column)`` pairs, :func:`~fuxictr_mmctr.layers.packing.real_positions`) and are 0
-    elsewhere, which the mask makes them anyway: the same weights up to float rounding, for a
-    fraction of the MLP's cost (median 6 of 100 positions on MicroLens). Exact unless the MLP
-    normalises over the batch (``Dice``: its batch statistics include padding positions), so
-    ``packable`` is false then.
+    Packing (``packed``, on by default): given the history as a
+    :class:`~fuxictr_mmctr.data.history_plan.JaggedHistory` (the real positions the batch's
+    plan lists), the scores are computed at real positions only and are 0 elsewhere, which the
+    mask makes them anyway; with ``none`` the pooled vector is summed over the real positions
+    too. The same weights up to float rounding, for a fraction of the MLP's cost (median 6 of
+    100 positions on MicroLens), and no device sync. Exact unless the MLP normalises over the
+    batch (``Dice``: its batch statistics include padding positions), so ``packable`` is false
+    then.
 
     Args:
         item_dim: ``D``, the width of target and history items.
@@ -61,8 +58,8 @@ class TargetAttentionPooling(PackableHistory, nn.Module):
         dropout: dropout after each hidden layer.
         normalization: ``none`` (DIN's scores times the mask) or ``softmax`` (masked softmax).
 
-    ``forward(target_emb (B, D), history_emb (B, L, D), history_mask (B, L) bool) -> (B, D)``;
-    :meth:`attention_weights` gives the ``(B, L)`` weights ``w``.
+    ``forward(target_emb (B, D), history (B, L, D) or JaggedHistory, history_mask (B, L) bool)
+    -> (B, D)``; :meth:`attention_weights` gives the ``(B, L)`` weights ``w``.
 
     Example::
 
@@ -103,33 +100,35 @@ class TargetAttentionPooling(PackableHistory, nn.Module):
         pairs = self.pair_features(target, history_emb)
         return self.scorer(pairs.reshape(batch * length, 4 * width)).view(batch, length)
 
-    def packed_scores(self, target_emb: torch.Tensor, history_emb: torch.Tensor,
-                      history_mask: torch.Tensor) -> torch.Tensor:
-        """Scores at real positions, 0 at padding: ``(B, D), (B, L, D), (B, L) bool -> (B, L)``.
+    def real_scores(self, target_emb: torch.Tensor, jagged) -> torch.Tensor:
+        """Scores at the plan's slots, 0 where no item is: ``(B, D)``, ``JaggedHistory`` ->
+        ``(N',)``. The MLP runs on the ``N'`` slots only (``(N', 4D)``)."""
+        target = jagged.plan.per_position(target_emb)                          # (N', D)
+        pairs = self.pair_features(target, jagged.values)                       # (N', 4D)
+        return self.scorer(pairs).squeeze(-1) * jagged.real.to(target.dtype)
 
-        The MLP runs on the ``N`` real pairs only (``(N, 4D)``).
-        """
-        rows, columns = real_positions(history_mask)
-        pairs = self.pair_features(target_emb[rows], history_emb[rows, columns])    # (N, 4D)
-        return scatter_positions(self.scorer(pairs).squeeze(-1), rows, columns,
-                                 history_mask.shape)
-
-    def attention_weights(self, target_emb: torch.Tensor, history_emb: torch.Tensor,
+    def attention_weights(self, target_emb: torch.Tensor, history,
                           history_mask: torch.Tensor) -> torch.Tensor:
-        """The pooling weights ``w``: ``(B, D), (B, L, D), (B, L) bool -> (B, L)``."""
-        if self.packed and packing_allowed():
-            scores = self.packed_scores(target_emb, history_emb, history_mask)
+        """The pooling weights ``w``: ``(B, D)``, history, ``(B, L) bool -> (B, L)``."""
+        jagged = packed_history(self, history)
+        if jagged is not None:
+            scores = jagged.plan.to_padded_scores(self.real_scores(target_emb, jagged))
         else:
-            scores = self.scores(target_emb, history_emb)
+            scores = self.scores(target_emb, dense_history(history))
         if self.normalization == "softmax":
             return masked_softmax(scores, history_mask)
         return scores * history_mask.to(scores.dtype)
 
-    def forward(self, target_emb: torch.Tensor, history_emb: torch.Tensor,
+    def forward(self, target_emb: torch.Tensor, history,
                 history_mask: torch.Tensor) -> torch.Tensor:
-        """``(B, D), (B, L, D), (B, L) bool -> (B, D)``: ``sum_i w_i h_i``."""
-        weights = self.attention_weights(target_emb, history_emb, history_mask)
-        return torch.bmm(weights.unsqueeze(1), history_emb).squeeze(1)
+        """``(B, D)``, history ``(B, L, D)`` or jagged, ``(B, L) bool -> (B, D)``:
+        ``sum_i w_i h_i``."""
+        jagged = packed_history(self, history)
+        if jagged is not None and self.normalization == "none":
+            weights = self.real_scores(target_emb, jagged).unsqueeze(-1)        # (N', 1)
+            return jagged.plan.sum_rows(weights * jagged.values)
+        weights = self.attention_weights(target_emb, history, history_mask)
+        return torch.bmm(weights.unsqueeze(1), dense_history(history)).squeeze(1)
 
 
 __all__ = ["NORMALIZATIONS", "TargetAttentionPooling", "masked_softmax"]

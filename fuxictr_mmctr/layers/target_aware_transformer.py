@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.layers.packing import PackableHistory, encode_in_buckets, packing_allowed
+from fuxictr_mmctr.layers.packing import PackableHistory, dense_history, packed_history
 from fuxictr_mmctr.layers.sequence import keep_one_key, last_k, masked_max
 
 
@@ -37,16 +37,19 @@ class TargetAwareTransformer(PackableHistory, nn.Module):
     history shorter than ``L`` the output does not depend on the history items at all.
 
     Packing (``packed``, on by default with the correct mask): with the correct mask the
-    outputs at real positions do not depend on padding, so padding need not be computed. Rows
-    are grouped by their span (positions from the first real item to the end) into widths
-    ``8, 16, 32, ..., L`` and each group runs the encoder and the pooling on its last ``w``
-    columns only (:func:`~fuxictr_mmctr.layers.packing.encode_in_buckets`); the skipped columns
-    are padding, whose outputs are zeroed anyway, and the last-k block is left-padded with
-    zeros when ``w < k``. Same result as the unpacked encoder up to float
-    rounding, same batch composition; ``packed = False`` runs the unpacked encoder (needed to
-    read attention weights of the whole padded sequence through ``layer.self_attn`` hooks: a
-    packed forward calls each layer once per group). The legacy mask depends on padding and
-    never packs (``packable`` is false; setting ``packed = True`` is an error).
+    outputs at real positions do not depend on padding, so padding need not be computed. Given
+    the history as a :class:`~fuxictr_mmctr.data.history_plan.JaggedHistory` (what the input
+    stage makes from the batch's plan), rows are taken in the plan's length buckets (widths
+    ``8, 16, 32, ..., L``) and each group builds its tokens and runs the encoder and the
+    pooling on its last ``w`` columns only
+    (:meth:`~fuxictr_mmctr.data.history_plan.HistoryPlan.encode_in_buckets`, no device sync);
+    the skipped columns are padding, whose outputs are zeroed anyway, and the last-k block is
+    left-padded with zeros when ``w < k``. Same result as the unpacked encoder up to float
+    rounding, same batch composition. Under ``torch.compile`` the whole batch runs at its
+    (trimmed) width in one graph. ``packed = False`` runs the unpacked encoder (needed to read
+    attention weights of the whole padded sequence through ``layer.self_attn`` hooks: a packed
+    forward calls each layer once per group). The legacy mask depends on padding and never
+    packs (``packable`` is false; setting ``packed = True`` is an error).
 
     Args:
         item_dim: width ``D`` of one item representation.
@@ -57,7 +60,7 @@ class TargetAwareTransformer(PackableHistory, nn.Module):
         target_concat: concatenate the target to every history token.
         legacy_mask: reproduce the published, inverted padding mask (see above).
 
-    ``forward(target_emb (B, D), history_emb (B, L, D), history_mask (B, L) bool)
+    ``forward(target_emb (B, D), history (B, L, D) or JaggedHistory, history_mask (B, L) bool)
     -> (B, output_dim)`` with ``output_dim = (k + concat_max_pool) * T``.
 
     Example::
@@ -99,10 +102,27 @@ class TargetAwareTransformer(PackableHistory, nn.Module):
         """Whether skipping padding is exact: with the correct mask only."""
         return not self.legacy_mask
 
-    def forward(self, target_emb: torch.Tensor, history_emb: torch.Tensor,
-                history_mask: torch.Tensor) -> torch.Tensor:
-        """``(B, D)``, ``(B, L, D)``, ``(B, L) bool`` -> ``(B, output_dim)``."""
-        return self.encode(self.tokens(target_emb, history_emb), history_mask)
+    def forward(self, target_emb: torch.Tensor, history, history_mask: torch.Tensor
+                ) -> torch.Tensor:
+        """``(B, D)``, history ``(B, L, D)`` or jagged, ``(B, L) bool`` -> ``(B, output_dim)``."""
+        jagged = packed_history(self, history)
+        if jagged is None:
+            return self.encode(self.tokens(target_emb, dense_history(history)), history_mask)
+        key_padding_mask, kept = self.attention_masks(history_mask)
+        padded = jagged.dense()
+
+        def encode_rows(rows, start):
+            """Encoder outputs of ``rows`` (``None``: all) over columns ``start..``."""
+            if rows is None:
+                tokens = self.tokens(target_emb, padded[:, start:])
+                return self.encoder(tokens, src_key_padding_mask=key_padding_mask[:, start:])
+            tokens = self.tokens(target_emb[rows], padded[rows, start:])
+            return self.encoder(tokens, src_key_padding_mask=key_padding_mask[rows, start:])
+
+        def pool_rows(encoded, rows, start):
+            return self.pool(encoded, kept[:, start:] if rows is None else kept[rows, start:])
+
+        return jagged.plan.encode_in_buckets(encode_rows, pool_rows)
 
     def tokens(self, target_emb: torch.Tensor, history_emb: torch.Tensor) -> torch.Tensor:
         """Encoder input ``(B, L, T)``: every history item, with the target when concatenated."""
@@ -123,22 +143,10 @@ class TargetAwareTransformer(PackableHistory, nn.Module):
         return keep_one_key(~history_mask), history_mask
 
     def encode(self, tokens: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
-        """Encoder + pooling on ready tokens: ``(B, L, T)``, ``(B, L) bool -> (B, output_dim)``.
-
-        Packed, rows are encoded and pooled in groups over their last columns only
-        (:func:`~fuxictr_mmctr.layers.packing.encode_in_buckets`).
-        """
+        """Unpacked encoder + pooling on ready tokens: ``(B, L, T)``, ``(B, L) bool -> (B,
+        output_dim)``."""
         key_padding_mask, kept = self.attention_masks(history_mask)
-        if not (self.packed and packing_allowed()):
-            return self.pool(self.encoder(tokens, src_key_padding_mask=key_padding_mask), kept)
-
-        def encode_rows(rows, start):
-            """Encoder outputs of ``rows`` (``None``: all) over columns ``start..``."""
-            part, ignored = ((tokens[:, start:], key_padding_mask[:, start:]) if rows is None
-                             else (tokens[rows, start:], key_padding_mask[rows, start:]))
-            return self.encoder(part, src_key_padding_mask=ignored)
-
-        return encode_in_buckets(encode_rows, kept, self.pool)
+        return self.pool(self.encoder(tokens, src_key_padding_mask=key_padding_mask), kept)
 
     def pool(self, encoded: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
         """The sequence output from encoder outputs: ``(B, W, T)``, ``(B, W) bool -> (B,

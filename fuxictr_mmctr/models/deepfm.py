@@ -26,7 +26,8 @@ class DeepFM(MultimodalRankModel):
         logit  = FactorizationMachine(fields) + MLP(flatten(fields))           (B, 1)
 
     ``F = 5`` and ``d = 64`` at the challenge's sizes. The history is never read: the output
-    does not depend on it at all.
+    does not depend on it at all, and the input stage encodes no history item
+    (``reads_history = False``: only the targets' item features are gathered).
 
     Hyperparameters (the arguments of :meth:`build`; defaults are FuxiCTR's DeepFM_default):
         hidden_units, hidden_activations, net_dropout, batch_norm: the MLP (its last layer is
@@ -34,9 +35,12 @@ class DeepFM(MultimodalRankModel):
     """
 
     field_wise = True
+    #: The history is never read: the input stage encodes the targets only.
+    reads_history = False
 
     def build(self, hidden_units=(300, 300, 300), hidden_activations="ReLU", net_dropout=0.0,
               batch_norm=False):
+        self.inputs.reads_history = self.reads_history
         self.num_fields = self.inputs.num_side_fields + self.inputs.num_item_fields
         field_dim = self.inputs.field_dim
         self.fm = FactorizationMachine(self.num_fields, field_dim)

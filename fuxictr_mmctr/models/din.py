@@ -52,5 +52,5 @@ class DIN(MultimodalRankModel):
 
     def score(self, inputs: ModelInputs) -> torch.Tensor:
         """``ModelInputs -> (B, 1)`` logit."""
-        pooled = self.attention(inputs.target_emb, inputs.history_emb, inputs.history_mask)
+        pooled = self.attention(inputs.target_emb, inputs.history, inputs.history_mask)
         return self.head(torch.cat([inputs.side_emb, inputs.target_emb, pooled], dim=-1))

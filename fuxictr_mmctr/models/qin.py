@@ -52,6 +52,6 @@ class QIN(MultimodalRankModel):
 
     def score(self, inputs: ModelInputs) -> torch.Tensor:
         """``ModelInputs -> (B, 1)`` logit."""
-        interest = self.attention(inputs.target_emb, inputs.history_emb, inputs.history_mask)
+        interest = self.attention(inputs.target_emb, inputs.history, inputs.history_mask)
         x0 = torch.cat([inputs.side_emb, inputs.target_emb, interest], dim=-1)
         return self.head(self.interaction(x0))

@@ -80,7 +80,7 @@ class Transformer_DCN(MultimodalRankModel):
         if self.sequence_arch is None:
             sequence_out = masked_mean(inputs.history_emb, inputs.history_mask)
         else:
-            sequence_out = self.sequence_arch(inputs.target_emb, inputs.history_emb,
+            sequence_out = self.sequence_arch(inputs.target_emb, inputs.history,
                                               inputs.history_mask)
         dcn_input = torch.cat([inputs.side_emb, inputs.target_emb, sequence_out], dim=-1)
         return self.head(self.cross_deep(dcn_input))

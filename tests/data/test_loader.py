@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from fuxictr_mmctr.data import schema as contract
+from fuxictr_mmctr.data.history_plan import PLAN_KEYS, with_plan, without_plan
 from fuxictr_mmctr.data.id_remap import ItemIdRemap, remap_for
 from fuxictr_mmctr.data.item_table import ItemTable
-from fuxictr_mmctr.data.loader import BatchLoader, concat_predictions, load_split
+from fuxictr_mmctr.data.loader import BatchLoader, load_split
 from fuxictr_mmctr.errors import UserError
 from tests.builders import TINY, dataset_params, tiny_item_feature_map, write_dataset, write_table
 
@@ -116,10 +117,9 @@ def test_shards_cover_every_row_once(dataset, shuffle):
         seen = torch.cat([batch[contract.USER_ID] for batch in loader]).numpy()
         np.testing.assert_array_equal(seen, train.user_id[shard])
         assert len(loader) == len(list(loader))
-    if not shuffle:  # evaluation: shards in row order, gathered back exactly
+    if not shuffle:  # evaluation: shards are contiguous runs of rows, in rank order
         assert all(np.all(np.diff(shard) == 1) for shard in shards)
-        predictions = [train.user_id[shard].astype(float) for shard in shards]
-        np.testing.assert_array_equal(concat_predictions(predictions, shards, 50), train.user_id)
+        np.testing.assert_array_equal(np.concatenate(shards), np.arange(50))
 
 
 def test_max_len_keeps_most_recent_items_and_drop_last(dataset):
@@ -223,3 +223,57 @@ def _with(values, row, value):
     return values
 
 
+
+
+# --- the history plan every batch carries ---------------------------------------------------
+
+def test_every_batch_carries_the_plan_of_its_history(dataset):
+    folder, _ = dataset
+    split = load_split(folder / "train.parquet")
+    for trim in (False, True):
+        loader = BatchLoader(split, batch_size=8, shuffle=True, seed=3, trim_history=trim)
+        for batch in loader:
+            expected = with_plan(without_plan(batch))      # made again from the ids
+            for key in PLAN_KEYS:
+                assert torch.equal(batch[key], expected[key]), key
+            assert batch["history_buckets"].device.type == "cpu"    # host-side numbers
+
+
+def test_iter_from_skips_batches_without_gathering_them(dataset, monkeypatch):
+    folder, _ = dataset
+    loader = BatchLoader(load_split(folder / "train.parquet"), batch_size=8, shuffle=True,
+                         seed=3)
+    loader.set_epoch(2)
+    expected = all_batches(loader)[3:]
+    gathered = []
+    original = BatchLoader._batch
+
+    def counting_batch(self, rows, host_rows):
+        gathered.append(len(host_rows))
+        return original(self, rows, host_rows)
+
+    monkeypatch.setattr(BatchLoader, "_batch", counting_batch)
+    resumed = all_batches(loader.iter_from(3))
+    assert len(gathered) == len(expected) == len(loader) - 3
+    for got, want in zip(resumed, expected):
+        assert all(torch.equal(got[name], want[name]) for name in want)
+    assert list(loader.iter_from(len(loader))) == []
+
+
+def test_pinned_buffers_mark_the_copies_on_the_stream_of_the_batches_device(monkeypatch):
+    """With batches for cuda:1 and the process's current device cuda:0, the event that guards
+    a pinned buffer must be recorded on cuda:1's stream (where the copies run)."""
+    from fuxictr_mmctr.data.batches import _PinnedBuffers
+
+    recorded = []
+
+    class Event:
+        def record(self, stream=None):
+            recorded.append(stream)
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device=None: ("stream of", torch.device(device)))
+    buffers = _PinnedBuffers(torch.device("cuda", 1))
+    buffers.record()
+    assert recorded == [("stream of", torch.device("cuda", 1))]

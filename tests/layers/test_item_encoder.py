@@ -109,3 +109,33 @@ def test_finetune_makes_a_trainable_copy_and_leaves_the_table_alone():
     assert torch.equal(encoder.item_table.column(contract.ITEM_EMB), frozen)
     assert not torch.equal(encoder.finetuned_vectors[contract.ITEM_EMB][2], frozen[2])
     assert torch.equal(encoder.finetuned_vectors[contract.ITEM_EMB][7], frozen[7])
+
+
+def test_evaluation_encodes_the_table_once_until_a_weight_changes():
+    encoder = make_encoder(gather_mode="auto").eval()
+    tables = []
+    original = encoder.encode_rows
+
+    def counting(row_ids):
+        tables.append(row_ids is None)
+        return original(row_ids)
+
+    encoder.encode_rows = counting
+    ids = torch.tensor([[3, 0, 7], [1, 2, 0]])
+    with torch.no_grad():
+        first = encoder(ids)
+        assert encoder(ids[:1]).equal(first[:1])
+        assert tables == [True]                     # one table encoding for both batches
+        encoder.projections[contract.ITEM_EMB].weight.mul_(2.0)      # a weight changes
+        changed = encoder(ids)
+    assert tables == [True, True] and not changed.equal(first)
+    encoder.train()
+    encoder(ids).sum().backward()                   # training: rows, with gradients
+    assert tables == [True, True, False] and encoder._evaluation_table is None
+    encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(ids), changed)
+    rows_only = make_encoder(gather_mode="rows").eval()
+    with torch.no_grad():
+        rows_only(ids)
+    assert rows_only._evaluation_table is None

@@ -1,5 +1,6 @@
-"""Packed histories: packed and unpacked forwards agree (same weights, eval mode, float
-tolerance) for every packing layer and every model, with empty and full-length histories."""
+"""Packed histories: the host-side history plan, and packed and unpacked forwards agree (same
+weights, eval mode, float tolerance) for every packing layer and every model, with empty and
+full-length histories and all-padding batches."""
 from __future__ import annotations
 
 import os
@@ -11,13 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from fuxictr_mmctr.data.batches import bucket_ladder, span_of_rows, trimmed_width
-from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.layers.packing import (
-    apply_packed_history,
-    encode_in_buckets,
+from fuxictr_mmctr.data.history_plan import (
+    MIN_SLOTS,
+    HistoryPlan,
+    JaggedHistory,
     history_spans,
-    history_trim_exact,
+    plan_of_spans,
+    with_plan,
+    without_plan,
 )
+from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.layers.packing import apply_packed_history, history_trim_exact
 from fuxictr_mmctr.layers.relu_attention import ReLUTargetAttention
 from fuxictr_mmctr.layers.target_attention import TargetAttentionPooling
 from fuxictr_mmctr.layers.target_aware_transformer import TargetAwareTransformer
@@ -46,7 +51,20 @@ def history_inputs(lengths, length, width, seed=0):
     return target, history, mask
 
 
-# --- bucket ladder and spans -----------------------------------------------------------------
+def plan_of(lengths, length) -> HistoryPlan:
+    """The plan the loader makes for rows of these lengths, ``length`` columns wide."""
+    return HistoryPlan.of_batch(plan_of_spans(np.asarray(lengths), length), length)
+
+
+def jagged(history, mask) -> JaggedHistory:
+    """``(B, L, D)`` and its mask as the input stage hands them to packed layers."""
+    plan = plan_of(mask.sum(dim=1).numpy(), mask.shape[1])
+    flat = F.pad(history.reshape(-1, history.shape[-1]), (0, 0, 0, 1))
+    real = F.pad(mask.reshape(-1), (0, 1))
+    return JaggedHistory(flat[plan.slots], real[plan.slots], plan)
+
+
+# --- bucket ladder, spans and the plan ----------------------------------------------------------
 
 def test_ladder_widths_and_trimmed_widths():
     assert bucket_ladder(100) == [8, 16, 32, 64, 100]
@@ -63,6 +81,44 @@ def test_spans_on_the_device_and_on_the_host_agree():
     assert history_spans(mask).tolist() == LONG_LENGTHS
     ids = mask.long() * 7
     assert span_of_rows(ids.numpy()).tolist() == LONG_LENGTHS
+
+
+def test_the_plan_lists_real_positions_and_groups_rows_by_bucket():
+    plan = plan_of_spans(np.array([2, 0, 10, 1, 9]), 10)       # ladder [8, 10]
+    assert plan["history_lengths"].tolist() == [2, 0, 10, 1, 9]
+    assert plan["history_slots"].tolist() == [8, 9] + list(range(20, 30)) + [39] + \
+        list(range(41, 50))
+    assert plan["history_order"].tolist() == [0, 1, 3, 2, 4]    # widths 8, 8, 8 | 10, 10
+    assert plan["history_buckets"].tolist() == [10, 3, 2]         # W, then rows per width
+    # Fewer than MIN_SLOTS real positions: fillers point one past the last position.
+    assert plan_of_spans(np.array([0, 0, 0]), 4)["history_slots"].tolist() == [12] * MIN_SLOTS
+    assert plan_of_spans(np.array([0, 1]), 4)["history_slots"].tolist() == [7, 8]
+
+
+def test_plan_gathers_scatters_and_sums_without_reading_the_device():
+    lengths = [2, 0, 3]
+    plan = plan_of(lengths, 4)
+    item_seq = torch.tensor([[0, 0, 5, 6], [0, 0, 0, 0], [0, 7, 8, 9]])
+    assert plan.real_ids(item_seq).tolist() == [5, 6, 7, 8, 9]
+    values = torch.arange(1.0, 6.0)
+    assert plan.to_padded_scores(values).tolist() == [[0, 0, 1, 2], [0, 0, 0, 0], [0, 3, 4, 5]]
+    assert plan.sum_rows(values).tolist() == [3, 0, 12]
+    assert plan.per_position(torch.tensor([10.0, 20.0, 30.0])).tolist() == [10, 10, 30, 30, 30]
+    kept = plan.truncated(2)               # the last 2 columns: row 2 keeps 8, 9
+    assert kept.real_ids(item_seq[:, -2:]).tolist() == [5, 6, 0, 8, 9]
+    assert kept.to_padded_scores(values).tolist() == [[1, 2], [0, 0], [4, 5]]
+
+
+def test_a_plan_that_no_longer_describes_its_ids_is_an_error():
+    batch = with_plan(make_batch(lengths=[3, 0, 5]))
+    changed = dict(batch, item_seq=torch.zeros_like(batch["item_seq"]))
+    plan = HistoryPlan.of_batch(changed, L)
+    with pytest.raises(RuntimeError, match="does not describe its item_seq"):
+        plan.check(changed["item_seq"])
+    with pytest.raises(ValueError, match="made for 10 history columns but item_seq has 4"):
+        HistoryPlan.of_batch(dict(batch, item_seq=batch["item_seq"][:, -4:]), 4)
+    rebuilt = with_plan(without_plan(changed))
+    HistoryPlan.of_batch(rebuilt, L).check(rebuilt["item_seq"])
 
 
 # --- the bucketed encoder ----------------------------------------------------------------------
@@ -82,22 +138,24 @@ def test_bucketed_encoder_equals_the_padded_encoder_at_real_positions():
         rows = slice(None) if rows is None else rows
         return encoder(tokens[rows, start:], src_key_padding_mask=key_padding_mask[rows, start:])
 
-    def pool(encoded, real):
+    def pool(encoded, rows, start):
         """Real outputs in place, zeros at padding, left-padded back to L columns."""
+        real = mask[slice(None) if rows is None else rows, start:]
         return F.pad(encoded * real.unsqueeze(-1), (0, 0, LONG - encoded.shape[1], 0)).flatten(1)
 
     with torch.no_grad():
-        expected = pool(encoder(tokens, src_key_padding_mask=key_padding_mask), mask)
-        packed = encode_in_buckets(encode, mask, pool)
+        expected = pool(encoder(tokens, src_key_padding_mask=key_padding_mask), None, 0)
+        packed = plan_of(LONG_LENGTHS, LONG).encode_in_buckets(encode, pool)
     torch.testing.assert_close(packed, expected, **TOLERANCE)
     # One group per bucket: 6 rows of span <= 8, 2 of 9..16, 3 of 17..32, 3 of 33..40.
     assert sorted(calls, key=lambda call: call[1]) == [(6, 8), (2, 16), (3, 32), (3, 40)]
     # A single group is encoded in place (no reordering) over its bucket's columns only.
     calls.clear()
     short = torch.tensor(LONG_LENGTHS) <= 8
-    tokens, key_padding_mask = tokens[short], key_padding_mask[short]
+    tokens, key_padding_mask, mask = tokens[short], key_padding_mask[short], mask[short]
     with torch.no_grad():
-        narrow = encode_in_buckets(encode, mask[short], pool)
+        narrow = plan_of(np.asarray(LONG_LENGTHS)[short.numpy()], LONG).encode_in_buckets(
+            encode, pool)
     assert calls == [(None, 8)]
     torch.testing.assert_close(narrow, expected[short], **TOLERANCE)
 
@@ -121,16 +179,24 @@ def test_transformer_packed_equals_unpacked(options):
     assert arch.packed and arch.packable
     target, history, mask = history_inputs(LONG_LENGTHS, LONG, 6)
     with torch.no_grad():
-        packed = arch(target, history, mask)
+        packed = arch(target, jagged(history, mask), mask)
         arch.packed = False
         unpacked = arch(target, history, mask)
+        unpacked_jagged = arch(target, jagged(history, mask), mask)   # packed off: dense path
     torch.testing.assert_close(packed, unpacked, **TOLERANCE)
-    # A batch of short and empty histories only (one narrow bucket) agrees too.
+    torch.testing.assert_close(unpacked_jagged, unpacked, **TOLERANCE)
+    # A batch of short and empty histories only (one narrow bucket) agrees too, and so does a
+    # batch whose rows are all padding.
     short = torch.tensor(LONG_LENGTHS) <= 8
+    empty = torch.zeros_like(mask)
     with torch.no_grad():
         arch.packed = True
-        narrow = arch(target[short], history[short], mask[short])
+        narrow = arch(target[short], jagged(history[short], mask[short]), mask[short])
+        all_padding = arch(target, jagged(history * 0, empty), empty)
+        arch.packed = False
+        all_padding_unpacked = arch(target, history * 0, empty)
     torch.testing.assert_close(narrow, unpacked[short], **TOLERANCE)
+    torch.testing.assert_close(all_padding, all_padding_unpacked, **TOLERANCE)
 
 
 def test_transformer_packed_gradients_equal_unpacked_gradients():
@@ -139,7 +205,7 @@ def test_transformer_packed_gradients_equal_unpacked_gradients():
     for packed in (True, False):
         arch = transformer().train()                 # dropout 0: the same function
         arch.packed = packed
-        arch(target, history, mask).square().sum().backward()
+        arch(target, jagged(history, mask), mask).square().sum().backward()
         gradients[packed] = {name: p.grad for name, p in arch.named_parameters()}
     for name, gradient in gradients[True].items():
         torch.testing.assert_close(gradient, gradients[False][name], rtol=1e-4, atol=1e-5)
@@ -170,8 +236,8 @@ def test_din_attention_packed_equals_unpacked(normalization):
     assert pooling.packed
     target, history, mask = history_inputs(LONG_LENGTHS, LONG, 6)
     with torch.no_grad():
-        packed_weights = pooling.attention_weights(target, history, mask)
-        packed = pooling(target, history, mask)
+        packed_weights = pooling.attention_weights(target, jagged(history, mask), mask)
+        packed = pooling(target, jagged(history, mask), mask)
         pooling.packed = False
         unpacked_weights = pooling.attention_weights(target, history, mask)
         unpacked = pooling(target, history, mask)
@@ -192,10 +258,11 @@ def test_qin_attention_packed_equals_unpacked_and_empty_batches_give_the_target(
     attention = ReLUTargetAttention(6, output_bias=True).eval()
     assert attention.packed
     target, history, mask = history_inputs(LONG_LENGTHS, LONG, 6)
+    empty_mask = torch.zeros_like(mask)
     with torch.no_grad():
-        packed = attention(target, history, mask)
-        packed_weights = attention.weights(target, history, mask)
-        empty = attention(target, history, torch.zeros_like(mask))
+        packed = attention(target, jagged(history, mask), mask)
+        packed_weights = attention.weights(target, jagged(history, mask), mask)
+        empty = attention(target, jagged(history * 0, empty_mask), empty_mask)
         attention.packed = False
         unpacked = attention(target, history, mask)
         unpacked_weights = attention.weights(target, history, mask)
@@ -232,17 +299,38 @@ def logits(model, batch):
 def test_model_packed_equals_unpacked_and_trimmed_equals_full(name, tmp_path):
     model = tiny_expid_model(name, tmp_path)
     assert model.trims_history
-    batch = make_batch(seed=4, lengths=MODEL_LENGTHS)
-    packed = logits(model, batch)
+    batch = with_plan(make_batch(seed=4, lengths=MODEL_LENGTHS))
+    all_padding = with_plan(make_batch(seed=6, lengths=[0] * 5))
+    packed = logits(model, batch), logits(model, all_padding)
     apply_packed_history(model, False)
-    torch.testing.assert_close(packed, logits(model, batch), **TOLERANCE)
+    unpacked = logits(model, batch), logits(model, all_padding)
+    torch.testing.assert_close(packed, unpacked, **TOLERANCE)
     apply_packed_history(model, True)
     # What the loader does with trim_history: drop the columns that are padding in every row.
     short = make_batch(seed=5, lengths=[0, 3, 5, 1, 0, 2])
     width = trimmed_width(5, L)
     assert width < L
-    trimmed = dict(short, item_seq=short["item_seq"][:, L - width:])
-    torch.testing.assert_close(logits(model, trimmed), logits(model, short), **TOLERANCE)
+    trimmed = with_plan(dict(short, item_seq=short["item_seq"][:, L - width:]))
+    torch.testing.assert_close(logits(model, trimmed), logits(model, with_plan(short)),
+                               **TOLERANCE)
+
+
+def test_the_input_stage_encodes_real_ids_only_and_gives_the_padded_history(tmp_path):
+    model = tiny_expid_model("DIN", tmp_path)
+    batch = with_plan(make_batch(seed=4, lengths=MODEL_LENGTHS))
+    encoded = []
+    hook = model.inputs.item_encoder.register_forward_hook(
+        lambda module, args, out: encoded.append(args[0].numel()))
+    with torch.no_grad():
+        inputs = model.inputs(batch)
+        target, history = model.inputs.item_encoder.encode_target_and_history(
+            batch["item_id"], batch["item_seq"])
+    hook.remove()
+    # Real positions and targets only (the reference, padded, encodes B * (L + 1) ids).
+    assert encoded == [sum(MODEL_LENGTHS) + len(MODEL_LENGTHS), len(MODEL_LENGTHS) * (L + 1)]
+    assert isinstance(inputs.history, JaggedHistory)
+    torch.testing.assert_close(inputs.target_emb, target)
+    torch.testing.assert_close(inputs.history_emb, history)
 
 
 def test_which_models_pack_where(tmp_path):

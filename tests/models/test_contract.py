@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fuxictr_mmctr.data import schema as contract
+from fuxictr_mmctr.data.history_plan import with_plan, without_plan
 from fuxictr_mmctr.models.registry import registered_models
 from fuxictr_mmctr.pipeline.experiment import build_model, load_params, make_loader, prepare
 
@@ -24,6 +25,11 @@ HISTORY_FREE = {"DeepFM"}
 #: check is that the history counts somewhere; tests/models/test_qin.py checks the exact rule
 #: (the output changes if and only if the replaced item has a positive weight).
 ZERO_WEIGHT_ATTENTION = {"QIN"}
+
+
+def with_history(batch: dict, item_seq: torch.Tensor) -> dict:
+    """``batch`` with another ``item_seq`` and the history plan made for it."""
+    return with_plan({**without_plan(batch), contract.ITEM_SEQ: item_seq})
 
 
 @pytest.fixture(scope="module", params=registered_models())
@@ -78,7 +84,7 @@ def test_padding_does_not_change_the_output(built):
     longer = torch.cat([torch.zeros_like(history[:, :7]), history], dim=1)
     max_len, model.inputs.max_len = model.inputs.max_len, None
     try:
-        padded = logits(model, dict(batch, **{contract.ITEM_SEQ: longer}))
+        padded = logits(model, with_history(batch, longer))
     finally:
         model.inputs.max_len = max_len
     torch.testing.assert_close(padded, before, rtol=1e-5, atol=1e-6)
@@ -105,7 +111,7 @@ def test_a_real_history_item_changes_the_output(built):
     replaced = batch[contract.ITEM_SEQ].clone()
     num_items = model.inputs.item_encoder.num_items
     replaced[:, -1] = torch.where(rows, last % (num_items - 1) + 1, last)
-    diff = (logits(model, dict(batch, **{contract.ITEM_SEQ: replaced}))
+    diff = (logits(model, with_history(batch, replaced))
             - logits(model, batch)).abs().reshape(-1)
     if type(model).__name__ in HISTORY_FREE:
         assert diff.max() == 0
@@ -118,7 +124,7 @@ def test_a_real_history_item_changes_the_output(built):
 
 def test_empty_histories_give_finite_outputs_and_gradients(built):
     model, batch = built
-    empty = dict(batch, **{contract.ITEM_SEQ: torch.zeros_like(batch[contract.ITEM_SEQ])})
+    empty = with_history(batch, torch.zeros_like(batch[contract.ITEM_SEQ]))
     model.train()
     model.zero_grad(set_to_none=True)
     loss = model.trainer.compute_loss(empty)
