@@ -158,7 +158,8 @@ def plan_search(config_file: str) -> SearchPlan:
     if size is not None and settings.trials > size:
         raise UserError(f"{config_file}: search.trials is {settings.trials}, but tuner_space "
                         f"holds only {size} parameter sets")
-    config_dir = tuner.expand_space(config_file, config, fixed)
+    objective = _objective(config_file, settings, {**model_params, **fixed})
+    config_dir = tuner.expand_space(config_file, config, fixed)  # checked: now write
     [trial_expid] = tuner.grid_expids(config_dir)
     with open(os.path.join(config_dir, "model_config.yaml"), encoding="utf-8") as handle:
         base_params = yaml.safe_load(handle)[trial_expid]
@@ -166,8 +167,8 @@ def plan_search(config_file: str) -> SearchPlan:
     results_dir = os.getcwd()
     storage = settings.storage or os.path.join(results_dir, f"{tuner_name}.optuna.log")
     return SearchPlan(config_file, tuner_name, config_dir, trial_expid, base_params, fixed,
-                      sampled, settings, _objective(config_file, settings, base_params), storage,
-                      settings.study or tuner_name, results_dir)
+                      sampled, settings, objective, storage, settings.study or tuner_name,
+                      results_dir)
 
 
 def _objective(config_file: str, settings, base_params: dict) -> Objective:

@@ -143,6 +143,7 @@ def test_plan_checks_keys_against_the_base_expid(workdir):
         for name, (search, space, message) in cases.items():
             with pytest.raises(UserError, match=message.replace("(", r"\(")):
                 optuna_search.plan_search(str(write_tuner(workdir, name, search, space)))
+            assert not (workdir / "config" / "tuner" / name).exists()  # nothing written
 
 
 def test_without_optuna_the_search_names_the_extra_to_install(workdir, monkeypatch):
