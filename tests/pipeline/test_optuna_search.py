@@ -241,3 +241,24 @@ def test_two_workers_on_one_journal_finish_n_trials_each_once(workdir):
     assert sorted(int(row.rsplit("[trial] ", 1)[1]) for row in rows) == sorted(
         trial.number for trial in trained)
     assert "search: 2 of 2 trials finished (2 complete, 0 pruned, 0 failed)" in result.stdout
+
+
+def test_a_running_trial_is_abandoned_when_its_process_is_gone_or_its_heartbeat_stale():
+    from types import SimpleNamespace
+
+    host, now = __import__("socket").gethostname(), time.time()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def running(worker, heartbeat=None):
+        attrs = {"worker": worker, **({"heartbeat": heartbeat} if heartbeat else {})}
+        return SimpleNamespace(user_attrs=attrs, datetime_start=None)
+
+    assert optuna_search._abandoned(running(optuna_search.worker_tag(), now), now) is None
+    assert "ended during the trial" in optuna_search._abandoned(
+        running(f"{host}:{dead.pid}:1", now), now)
+    # Another machine: only its heartbeat tells.
+    elsewhere = running("other-host:1:1", now - optuna_search.STALE_AFTER_SECONDS + 5)
+    assert optuna_search._abandoned(elsewhere, now) is None
+    stale = running("other-host:1:1", now - optuna_search.STALE_AFTER_SECONDS - 5)
+    assert "no heartbeat from its worker (other-host:1:1)" in optuna_search._abandoned(stale, now)
