@@ -5,6 +5,9 @@
 processes use the CPU and gloo, with ``--gpu >= 0`` process ``LOCAL_RANK`` uses GPU
 ``LOCAL_RANK`` and nccl. Without torchrun's variables (or with ``WORLD_SIZE=1``) nothing is
 initialised and every helper below is a no-op, so the trainer calls them unconditionally.
+``FUXICTR_MMCTR_FORCE_DDP=1`` under torchrun makes one process (``--nproc_per_node 1``) take
+the distributed path anyway: process group (nccl or gloo), DDP and every collective, so the
+distributed code can be checked on one GPU (``benchmarks/gpu_check.sh``).
 
 Rules the trainer follows with these helpers:
 
@@ -27,6 +30,8 @@ import torch.distributed as dist
 
 from fuxictr_mmctr.errors import UserError
 
+#: Set to ``1`` under torchrun: take the distributed path also at world size 1.
+FORCE_DDP_VARIABLE = "FUXICTR_MMCTR_FORCE_DDP"
 #: Minutes a process waits for the others at a collective before the job stops (gloo's own
 #: default is 30): a stopped or stuck process ends the job instead of hanging it.
 DEFAULT_TIMEOUT_MINUTES = 10.0
@@ -39,6 +44,8 @@ class ProcessGroup:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    #: One process on the distributed path (:data:`FORCE_DDP_VARIABLE`).
+    forced: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -47,7 +54,12 @@ class ProcessGroup:
 
     @property
     def is_distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.forced
+
+
+def ddp_forced() -> bool:
+    """Whether :data:`FORCE_DDP_VARIABLE` asks for the distributed path at world size 1."""
+    return os.environ.get(FORCE_DDP_VARIABLE, "") == "1"
 
 
 def start(gpu: int, timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
@@ -57,10 +69,15 @@ def start(gpu: int, timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
     Collectives give up after ``timeout_minutes`` (see :func:`explain_timeouts`).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    forced = ddp_forced()
+    if world_size <= 1 and not forced:
         return ProcessGroup(), gpu
+    if forced and not ("RANK" in os.environ and "MASTER_ADDR" in os.environ):
+        raise UserError(f"{FORCE_DDP_VARIABLE}=1 needs torchrun (RANK and MASTER_ADDR are "
+                        f"unset): torchrun --nproc_per_node 1 run_expid.py ...")
     group = ProcessGroup(rank=int(os.environ["RANK"]), world_size=world_size,
-                         local_rank=int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+                         local_rank=int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
+                         forced=forced)
     if gpu >= 0:
         if torch.cuda.device_count() <= group.local_rank:
             raise UserError(f"process {group.local_rank} of torchrun needs GPU {group.local_rank} "
@@ -121,8 +138,10 @@ def main_first(group: ProcessGroup):
 
 # ---------------------------------------------------------------------- collectives
 def is_distributed() -> bool:
-    """Whether this process is one of several in an initialised process group."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """Whether this process is one of several in an initialised process group (or the one
+    process of a group forced with :data:`FORCE_DDP_VARIABLE`)."""
+    return (dist.is_available() and dist.is_initialized()
+            and (dist.get_world_size() > 1 or ddp_forced()))
 
 
 def rank() -> int:
