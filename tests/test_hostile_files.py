@@ -259,6 +259,7 @@ def test_synth_hitting_the_file_size_limit_is_one_line_and_leaves_no_temporary(t
     assert ORACLE_FILE not in os.listdir(out)  # never looks finished
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_write_is_one_line_naming_the_file(tmp_path,
                                                                            tiny_dataset):
     """torch.save reports a failed write as a RuntimeError that names no cause: the file
