@@ -226,5 +226,6 @@ def test_a_killed_runs_lock_is_taken_over_with_one_line(tmp_path):
     with run_lock.hold_run_lock(params) as taken_over:
         assert taken_over.startswith(f"Run lock {path}: taken over from PID {holder.pid} on "
                                      f"host {socket.gethostname()}")
-        assert open(path).read().startswith(f"{os.getpid()} ")
+        with open(path, encoding="utf-8") as handle:
+            assert handle.read().startswith(f"{os.getpid()} ")
     assert not os.path.exists(path)

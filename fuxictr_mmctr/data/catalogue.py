@@ -34,8 +34,14 @@ from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.data.arrays import ITEM_ID_COLUMNS
 from fuxictr_mmctr.data.id_remap import ItemIdRemap, ids_are_rows, read_item_ids
 from fuxictr_mmctr.data.item_table import ItemTable
-from fuxictr_mmctr.data.loader import OFF, STRICT, SplitArrays, check_validation, load_split, \
-    validation_mode
+from fuxictr_mmctr.data.loader import (
+    OFF,
+    STRICT,
+    SplitArrays,
+    check_validation,
+    load_split,
+    validation_mode,
+)
 from fuxictr_mmctr.errors import UserError, location
 
 #: Missing item ids a message lists before "..."

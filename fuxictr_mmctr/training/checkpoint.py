@@ -48,21 +48,20 @@ def save_atomic(obj, path: str) -> None:
     ``RuntimeError`` of torch's writer counts as a failed write too. Other errors (an object
     that cannot be pickled) pass through unchanged.
     """
-    with atomic_path(path) as tmp_path:
-        with open(tmp_path, "wb") as handle:
-            recorder = _WriteRecorder(handle)
-            try:
-                torch.save(obj, recorder)
-            except Exception as error:
-                if recorder.error is not None and recorder.error.errno is not None:
-                    raise UserError(f"{write_error(path, recorder.error)}; the previous file "
-                                    f"is unchanged") from None
-                if recorder.error is None and not isinstance(error, RuntimeError):
-                    raise  # not a write: e.g. an object that cannot be pickled
-                failure = recorder.error or error
-                reason = " ".join(str(failure).split()) or type(failure).__name__
-                raise UserError(f"cannot write {path}: disk full or not writable ({reason}); "
-                                f"the previous file is unchanged") from None
+    with atomic_path(path) as tmp_path, open(tmp_path, "wb") as handle:
+        recorder = _WriteRecorder(handle)
+        try:
+            torch.save(obj, recorder)
+        except Exception as error:
+            if recorder.error is not None and recorder.error.errno is not None:
+                raise UserError(f"{write_error(path, recorder.error)}; the previous file is "
+                                f"unchanged") from None
+            if recorder.error is None and not isinstance(error, RuntimeError):
+                raise  # not a write: e.g. an object that cannot be pickled
+            failure = recorder.error or error
+            reason = " ".join(str(failure).split()) or type(failure).__name__
+            raise UserError(f"cannot write {path}: disk full or not writable ({reason}); the "
+                            f"previous file is unchanged") from None
 
 
 class _WriteRecorder:
