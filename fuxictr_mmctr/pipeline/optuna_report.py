@@ -15,8 +15,6 @@ In the results folder (the working folder), for a tuner file ``<name>.yaml``:
 """
 from __future__ import annotations
 
-import os
-
 import yaml
 
 from fuxictr_mmctr.fileio import write_text_atomic

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fuxictr_mmctr.errors import UserError
-from fuxictr_mmctr.pipeline import optuna_search, search_space
+from fuxictr_mmctr.pipeline import optuna_search, optuna_worker, search_space
 from tests.builders import REPO, inside, working_folder
 
 optuna = pytest.importorskip("optuna")
@@ -59,7 +59,7 @@ def csv_rows(folder, name):
 
 
 def finished_params(study):
-    return [tuple(sorted(trial.params.items())) for trial in optuna_search.finished_trials(study)]
+    return [tuple(sorted(trial.params.items())) for trial in optuna_worker.finished_trials(study)]
 
 
 # --- the search block -----------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_rerun_completes
     assert f"trial {killed_number}: marked failed: its worker (pid {worker.pid}" in result.stdout
     study = load_study(workdir, "killed")
     assert study.trials[killed_number].state.name == "FAIL"
-    assert len(optuna_search.finished_trials(study)) == 2
+    assert len(optuna_worker.finished_trials(study)) == 2
     assert len(set(finished_params(study))) == 2
     states = [row.split(",[state] ")[1].split(",")[0] for row in csv_rows(workdir, "killed")]
     assert sorted(states) == ["complete"] * 2 + ["fail"]
@@ -254,11 +254,11 @@ def test_a_running_trial_is_abandoned_when_its_process_is_gone_or_its_heartbeat_
         attrs = {"worker": worker, **({"heartbeat": heartbeat} if heartbeat else {})}
         return SimpleNamespace(user_attrs=attrs, datetime_start=None)
 
-    assert optuna_search._abandoned(running(optuna_search.worker_tag(), now), now) is None
-    assert "ended during the trial" in optuna_search._abandoned(
+    assert optuna_worker._abandoned(running(optuna_worker.worker_tag(), now), now) is None
+    assert "ended during the trial" in optuna_worker._abandoned(
         running(f"{host}:{dead.pid}:1", now), now)
     # Another machine: only its heartbeat tells.
-    elsewhere = running("other-host:1:1", now - optuna_search.STALE_AFTER_SECONDS + 5)
-    assert optuna_search._abandoned(elsewhere, now) is None
-    stale = running("other-host:1:1", now - optuna_search.STALE_AFTER_SECONDS - 5)
-    assert "no heartbeat from its worker (other-host:1:1)" in optuna_search._abandoned(stale, now)
+    elsewhere = running("other-host:1:1", now - optuna_worker.STALE_AFTER_SECONDS + 5)
+    assert optuna_worker._abandoned(elsewhere, now) is None
+    stale = running("other-host:1:1", now - optuna_worker.STALE_AFTER_SECONDS - 5)
+    assert "no heartbeat from its worker (other-host:1:1)" in optuna_worker._abandoned(stale, now)
