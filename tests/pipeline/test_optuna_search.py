@@ -111,6 +111,15 @@ def test_each_mistake_in_the_search_block_is_one_line_naming_the_key(case, tmp_p
     assert "\n" not in str(caught.value)
 
 
+def test_a_grid_stays_a_grid_and_takes_no_ranges():
+    assert search_space.search_type("t.yaml", {"tuner_space": {"epochs": [1, 2]}}) == "grid"
+    assert search_space.search_type("t.yaml", {"search": {"type": "grid"}}) == "grid"
+    search_space.check_grid_space("t.yaml", {"epochs": [1, 2], "monitor": {"AUC": 1}})
+    with pytest.raises(UserError, match=r"^t.yaml: tuner_space.learning_rate is a range; ranges "
+                                        r"need search: \{type: optuna\}"):
+        search_space.check_grid_space("t.yaml", {"learning_rate": {"low": 0.1, "high": 1.0}})
+
+
 def test_ranges_choices_and_fixed_values_are_told_apart():
     fixed, sampled = search_space.split_space("t.yaml", {
         "learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
