@@ -22,7 +22,7 @@ import yaml
 from fuxictr_mmctr.errors import UserError, did_you_mean
 from fuxictr_mmctr.pipeline import search_space, tuner
 
-#: Finished trials before the median pruner prunes anything.
+#: Complete trials before the median pruner prunes anything.
 PRUNER_STARTUP_TRIALS = 3
 #: Direction of metrics that can be named in ``search.metric`` without ``direction``.
 METRIC_DIRECTIONS = {"AUC": "maximize", "gAUC": "maximize", "logloss": "minimize"}
@@ -198,8 +198,9 @@ def make_sampler(optuna, name: str):
 
 
 def make_pruner(optuna, name: str):
-    """``median``: prune a trial whose value at an evaluation is worse than the median of the
-    earlier trials at the same point, once PRUNER_STARTUP_TRIALS have finished; ``none``."""
+    """``median``: prune a trial whose best value so far is worse than the median of the
+    complete trials' values at the same step, once PRUNER_STARTUP_TRIALS have completed;
+    ``none``."""
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS)
     return optuna.pruners.NopPruner()
