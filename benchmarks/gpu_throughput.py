@@ -238,7 +238,7 @@ def time_steps(model, batches, device, warmup_steps: int, seconds: float, max_st
         steps += 1
     synchronize(device)
     elapsed = time.perf_counter() - start
-    loss = float(trainer._loss_sum)
+    loss = float(trainer.loss_meter.total)
     if not math.isfinite(loss):
         raise RuntimeError(f"training loss became {loss}")
     return {"warmup_s": warmup, "steps": steps, "seconds": elapsed,

@@ -233,19 +233,3 @@ def _validate(path, table, schema, mode: str, item_rows: int | None) -> None:
     if len(problems) > MAX_LOGGED_PROBLEMS:
         logger.warning("data validation: and %d more problems in %s",
                        len(problems) - MAX_LOGGED_PROBLEMS, path)
-
-
-def concat_predictions(shard_predictions, shard_indices, num_rows: int) -> np.ndarray:
-    """Predictions gathered from ranks back into row order.
-
-    ``shard_predictions[r]``: ``(n_r,)`` in the order rank ``r``'s loader yielded rows,
-    ``shard_indices[r]``: that loader's ``row_indices()``. Returns ``(num_rows,)``.
-    """
-    predictions = np.empty(num_rows, dtype=np.float64)
-    seen = np.zeros(num_rows, dtype=bool)
-    for values, indices in zip(shard_predictions, shard_indices):
-        predictions[indices] = values
-        seen[indices] = True
-    if not seen.all():
-        raise ValueError(f"{int((~seen).sum())} rows have no prediction")
-    return predictions

@@ -74,15 +74,6 @@ class Column:
     length: int | None = None
     vocab: int | None = None
 
-    @property
-    def numpy_dtype(self) -> np.dtype:
-        """dtype of the contiguous array the loader keeps for this column."""
-        if self.kind == "float_list":
-            return np.dtype(np.float32)
-        if self.kind == "label":
-            return np.dtype(np.float32)
-        return np.dtype(np.int64) if self.name == USER_ID else np.dtype(np.int32)
-
 
 @dataclass(frozen=True)
 class Schema:

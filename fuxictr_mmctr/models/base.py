@@ -121,14 +121,16 @@ class MultimodalRankModel(BaseModel):
         self.trims_history = bool(packed_history) and history_trim_exact(self)
         self.reset_parameters()
         self.model_to_device()
-        signature = {"model": type(self).__name__, "model_id": self.model_id,
-                     "embedding_dim": embedding_dim, "max_len": max_len,
-                     "use_multimodal": use_multimodal, "packed_history": packed_history,
-                     "embedding_initializer": embedding_initializer,
-                     "embedding_regularizer": embedding_regularizer,
-                     "net_regularizer": net_regularizer, "seed": seed, **params}
-        self.trainer = Trainer(self, trainer_config, self.checkpoint, self.device,
-                               run_signature=signature)
+        #: What this run is (plain config values): compared on ``--resume`` and recorded with
+        #: every weights file (:mod:`fuxictr_mmctr.training.resume`).
+        self.run_signature = {
+            "model": type(self).__name__, "model_id": self.model_id,
+            "embedding_dim": embedding_dim, "max_len": max_len, "use_multimodal": use_multimodal,
+            "packed_history": packed_history, "embedding_initializer": embedding_initializer,
+            "embedding_regularizer": embedding_regularizer, "net_regularizer": net_regularizer,
+            "seed": seed, **params}
+        self.trainer_config = trainer_config
+        self._trainer = None  # built on first use: construction allocates no optimizer
 
     # ------------------------------------------------------------------ the model's part
     def build(self, **hyperparameters) -> None:
@@ -163,6 +165,20 @@ class MultimodalRankModel(BaseModel):
         return self.inputs.item_encoder
 
     # ------------------------------------------------------------------ FuxiCTR delegates
+    @property
+    def trainer(self) -> Trainer:
+        """The model's :class:`Trainer`, built on first use (``fit``, ``evaluate``, ...)."""
+        if self._trainer is None:
+            self._trainer = Trainer(self, self.trainer_config, self.checkpoint, self.device,
+                                    run_signature=self.run_signature)
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        """Replace the trainer (``None``: build a fresh one on next use), e.g. to benchmark
+        other speed switches on the same model."""
+        self._trainer = trainer
+
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         return self.trainer.optimizer

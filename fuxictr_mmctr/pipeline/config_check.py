@@ -134,7 +134,7 @@ def expids_in(config_dir: str) -> list[str]:
 def known_keys(model_class) -> set[str]:
     """Every key a config of ``model_class`` may hold."""
     from fuxictr_mmctr.models.base import MultimodalRankModel
-    from fuxictr_mmctr.training.trainer import TrainerConfig
+    from fuxictr_mmctr.training.trainer_config import TrainerConfig
 
     base = [name for name in inspect.signature(MultimodalRankModel.__init__).parameters
             if name not in ("self", "feature_map", "params", "item_table")]
@@ -215,7 +215,7 @@ def _check_no_op_keys(checked, prefix):
 
 def _check_pipeline_and_trainer(checked, prefix):
     from fuxictr_mmctr.training.metrics import METRICS
-    from fuxictr_mmctr.training.trainer import BCE_LOSSES, optimizer_class
+    from fuxictr_mmctr.training.trainer_config import BCE_LOSSES, optimizer_class
 
     _integer(checked, prefix, "batch_size", 1)
     if "batch_size" not in checked:

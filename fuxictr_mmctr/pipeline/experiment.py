@@ -227,7 +227,7 @@ def _run_logged(config_dir: str, params: dict, resume: bool, group,
                                                               catalogue.schema.max_seq_len)
         if history_warning and group.is_main:
             logging.warning(history_warning)
-    model.trainer.run_signature["data_files"] = data_fingerprint(params)
+    model.run_signature["data_files"] = data_fingerprint(params)
     model.trainer.evaluation_listeners.extend(listeners)
     if not resume:
         _forget_previous_run(model, group)

@@ -35,6 +35,7 @@ def predict_scores(config_dir: str, expid: str, gpu: int, data_path: str) -> np.
     """Scores of the best checkpoint of ``expid`` for every row of ``data_path``, in row order."""
     from fuxictr_mmctr.pipeline.experiment import build_model, load_params, make_loader, prepare
     from fuxictr_mmctr.training.devices import resolve_device
+    from fuxictr_mmctr.training.resume import check_weights_record
 
     resolve_device(gpu)
     if os.path.isdir(data_path):
@@ -47,6 +48,7 @@ def predict_scores(config_dir: str, expid: str, gpu: int, data_path: str) -> np.
     if not os.path.exists(model.checkpoint):
         raise UserError(f"no trained model for expid {expid} at {model.checkpoint}; "
                         f"train it first: python run_expid.py --expid {expid}")
+    check_weights_record(model.checkpoint, model.run_signature)
     model.load_weights(model.checkpoint)
     # Read with the trained dataset's schema and item-id mapping, wherever the file lives, and
     # trimmed to each batch's longest history as evaluation is (when that is exact).

@@ -78,6 +78,7 @@ def export_artifact(config_dir: str, expid: str, out: str, fmt: str = "pt2",
     Returns ``{"out", "format", "precision", "padded_in_graph", "parity"}``.
     """
     from fuxictr_mmctr.pipeline.experiment import build_model, load_params, prepare
+    from fuxictr_mmctr.training.resume import check_weights_record
 
     check_options(fmt, precision)
     out = check_artifact_out(out)
@@ -86,6 +87,7 @@ def export_artifact(config_dir: str, expid: str, out: str, fmt: str = "pt2",
     feature_map, catalogue = prepare(params)
     model = build_model(params, feature_map, catalogue)
     checkpoint_path = _checkpoint_path(model, expid, checkpoint)
+    check_weights_record(checkpoint_path, model.run_signature)
     model.load_weights(checkpoint_path)
     return write_artifact(model, feature_map, catalogue, params.get("valid_data"), out, fmt,
                           precision, source=_source(params, expid, model, checkpoint_path))

@@ -1,7 +1,10 @@
-"""Training support: vectorised metrics, early stopping, atomic checkpoints and resume state.
+"""Training: the one Trainer every model shares, and what it is made of.
 
-The training loop itself is :class:`fuxictr_mmctr.models.base.MultimodalRankModel` (FuxiCTR's
-``BaseModel`` API); see ``docs/training.md``.
+:class:`~fuxictr_mmctr.training.trainer.Trainer` (the loop and the loss) is built by a model on
+its first ``fit``/``evaluate``/``predict``; evaluation and prediction, the checkpoint rules, the
+resume state and weights files, metrics, early stopping, the speed switches and the
+distributed collectives each live in a module of their own (``docs/design.md`` has the map,
+``docs/training.md`` the behaviour).
 """
 from fuxictr_mmctr.training.early_stopping import Decision, EarlyStopping
 from fuxictr_mmctr.training.metrics import METRICS, auc, evaluate_metrics, gauc, logloss

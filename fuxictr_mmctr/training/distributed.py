@@ -88,8 +88,10 @@ def start(gpu: int, timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
     if float(timeout_minutes) <= 0:
         raise UserError(f"the distributed timeout must be > 0 minutes, got {timeout_minutes}")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if gpu >= 0 else "gloo",
-                                timeout=timedelta(minutes=float(timeout_minutes)))
+        options = {"timeout": timedelta(minutes=float(timeout_minutes))}
+        if gpu >= 0:  # binds the NCCL communicator to this process's GPU from the start
+            options["device_id"] = torch.device("cuda", gpu)
+        dist.init_process_group("nccl" if gpu >= 0 else "gloo", **options)
     return group, gpu
 
 
@@ -187,18 +189,32 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def run_on_main(function):
-    """``function()`` computed on rank 0 and broadcast; a :class:`UserError` there is raised on
-    every rank (the other ranks would otherwise wait for a broadcast that never comes)."""
-    outcome = None
+    """``function()`` computed on rank 0 and broadcast. Any error there reaches every rank (the
+    other ranks would otherwise wait for a broadcast that never comes): a :class:`UserError` is
+    raised as itself everywhere; another error is re-raised on rank 0 and raised on the other
+    ranks as a ``RuntimeError`` naming it."""
+    outcome = error_on_main = None
     if is_main():
         try:
             outcome = ("ok", function())
         except UserError as error:
-            outcome = ("error", str(error))
+            outcome = ("user_error", str(error))
+        except Exception as error:  # noqa: BLE001 - told to every rank, then re-raised
+            error_on_main = error
+            outcome = ("error", f"{type(error).__name__}: {_first_line(error)}")
     status, value = broadcast_object(outcome)
-    if status == "error":
+    if error_on_main is not None:
+        raise error_on_main
+    if status == "user_error":
         raise UserError(value)
+    if status == "error":
+        raise RuntimeError(f"process 0 failed while computing a shared result ({value})")
     return value
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def per_rank_seed(seed: int) -> int:
@@ -236,3 +252,20 @@ def gather_in_row_order(values: torch.Tensor, data_generator) -> torch.Tensor:
     merged_values = torch.cat([v[k] for v, k in zip(all_values, keep)])
     merged_rows = torch.cat([r[k] for r, k in zip(all_rows, keep)])
     return merged_values[torch.argsort(merged_rows)]
+
+
+def wrap_model(model: torch.nn.Module, device: torch.device, **ddp_kwargs):
+    """``model`` in ``DistributedDataParallel`` (process group already initialised).
+
+    Non-persistent buffers (the item table, constant masks) are identical on every rank by
+    construction: DDP is told to ignore them, so they are not broadcast before each forward
+    (the MicroLens item table alone is ~51 MB).
+    """
+    constant_buffers = [
+        f"{module_name}.{name}" if module_name else name
+        for module_name, module in model.named_modules()
+        for name in getattr(module, "_non_persistent_buffers_set", ())]
+    ddp = torch.nn.parallel.DistributedDataParallel
+    ddp._set_params_and_buffers_to_ignore_for_model(model, constant_buffers)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return ddp(model, device_ids=device_ids, **ddp_kwargs)

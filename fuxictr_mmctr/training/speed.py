@@ -13,7 +13,8 @@ Each switch is a model-config key read by :class:`~fuxictr_mmctr.training.traine
   graph instead of compiling one per shape. Where ``torch.compile`` cannot run (no C++
   compiler for the CPU backend, no Triton or a GPU older than compute capability 7.0, a Python
   that TorchDynamo does not support), training runs uncompiled after one warning line.
-* ``tf32: true`` (default): float32 matmuls and convolutions on CUDA use TF32 tensor cores.
+* ``tf32: true`` (default): in training steps, float32 matmuls and convolutions on CUDA use
+  TF32 tensor cores (:func:`tf32`); evaluation and prediction never do.
 * ``fused_optimizer: true`` (default): on CUDA, optimizers that have a fused kernel (Adam,
   AdamW, SGD, ...) use it (one kernel for the whole update instead of one per tensor group).
 """
@@ -75,11 +76,18 @@ def grad_scaler(device: torch.device, dtype) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
 
-def set_tf32(device: torch.device, on: bool) -> None:
-    """TF32 for float32 matmuls and cuDNN convolutions on CUDA (process-wide); no-op on CPU."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = bool(on)
-        torch.backends.cudnn.allow_tf32 = bool(on)
+@contextlib.contextmanager
+def tf32(on: bool):
+    """TF32 for float32 matmuls and cuDNN convolutions on CUDA while the block runs, the
+    previous settings restored after it (the flags are process-wide; they do nothing on the
+    CPU). The trainer turns it on for its training steps only: evaluation and prediction run
+    with it off, in true float32."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(on)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def optimizer_options(optimizer_class: type, device: torch.device, fused: bool) -> dict:
@@ -124,6 +132,18 @@ def mark_dynamic(batch: dict) -> dict:
     return batch
 
 
+def compile_requested(on: bool, device: torch.device) -> bool:
+    """Whether to compile: ``on`` and possible here; asked for but impossible -> one warning
+    line naming why, and ``False``."""
+    if not on:
+        return False
+    reason = compile_unavailable(device)
+    if reason is not None:
+        logger.warning(f"compile: True is not supported here ({reason}); this run trains "
+                       f"uncompiled")
+    return reason is None
+
+
 class CompiledForward:
     """``module(batch)`` through ``torch.compile`` with dynamic batch shapes.
 
@@ -131,15 +151,25 @@ class CompiledForward:
         module: the model (or its ``DistributedDataParallel`` wrapper).
 
     ``__call__(batch) -> module's output``. The module itself stays uncompiled (its state dict
-    and checkpoints keep their keys).
+    and checkpoints keep their keys). A failure of the compiler stack (not of the model) sets
+    :attr:`failed`, logs one warning line, and runs the module uncompiled from then on.
     """
 
     def __init__(self, module):
         self.module = module
         self.compiled = torch.compile(module, backend=COMPILE_BACKEND, dynamic=None)
+        self.failed = False
 
     def __call__(self, batch: dict):
-        return self.compiled(mark_dynamic(batch))
+        if self.failed:
+            return self.module(batch)
+        try:
+            return self.compiled(mark_dynamic(batch))
+        except compile_errors() as error:
+            self.failed = True
+            logger.warning(f"compile: torch.compile failed ({first_line(error)}); this run "
+                           f"goes on uncompiled")
+            return self.module(batch)
 
 
 def compile_errors() -> tuple:
@@ -162,5 +192,5 @@ def first_line(error: BaseException) -> str:
 
 
 __all__ = ["COMPILE_BACKEND", "CompiledForward", "PRECISIONS", "autocast", "autocast_dtype",
-           "compile_errors", "compile_unavailable", "first_line", "grad_scaler", "mark_dynamic",
-           "optimizer_options", "set_tf32"]
+           "compile_errors", "compile_requested", "compile_unavailable", "first_line", "grad_scaler", "mark_dynamic",
+           "optimizer_options", "tf32"]

@@ -8,7 +8,7 @@ import torch
 from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.models.qin import QIN
 from fuxictr_mmctr.pipeline.experiment import load_params
-from fuxictr_mmctr.training.trainer import TrainerConfig
+from fuxictr_mmctr.training.trainer_config import TrainerConfig
 from tests.models.builders import (
     B,
     CONFIG_DIR,

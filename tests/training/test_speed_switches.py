@@ -16,7 +16,7 @@ from fuxictr_mmctr.data.loader import load_split
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.pipeline import config_check
 from fuxictr_mmctr.training import speed
-from fuxictr_mmctr.training.trainer import TrainerConfig
+from fuxictr_mmctr.training.trainer_config import TrainerConfig
 from tests.models.builders import L, make_batch, tiny_transformer_dcn
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "config")

@@ -12,7 +12,9 @@ from torch import nn
 from fuxictr_mmctr.data.item_table import ItemTable
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.training.metrics import auc, gauc
-from fuxictr_mmctr.training.trainer import Trainer, TrainerConfig, sigmoid
+from fuxictr_mmctr.training.evaluation import sigmoid
+from fuxictr_mmctr.training.trainer import Trainer
+from fuxictr_mmctr.training.trainer_config import TrainerConfig
 
 LEVELS = 11
 
@@ -37,8 +39,13 @@ class ToyLoader:
         return math.ceil(self.num_rows / self.batch_size)
 
     def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, first_batch):
+        """Batches from ``first_batch`` on; counts the batches it builds in ``built``."""
         rows = torch.from_numpy(self.row_indices())
-        for start in range(0, self.num_rows, self.batch_size):
+        for start in range(first_batch * self.batch_size, self.num_rows, self.batch_size):
+            self.built = getattr(self, "built", 0) + 1
             chunk = rows[start:start + self.batch_size]
             yield {name: column[chunk] for name, column in self.columns.items()}
 
@@ -110,8 +117,10 @@ def test_fit_improves_auc_and_logs_like_fuxictr(tmp_path, data, caplog):
                     r"Epoch=3 end", r"Training finished\.", r"Load best model: .*Toy\.model"):
         assert re.search(pattern, messages), pattern
     assert trainer.checkpoint == str(tmp_path / "toy" / "Toy.model")
-    # Atomic writes leave nothing but the two files behind.
-    assert sorted(os.listdir(tmp_path / "toy")) == ["Toy.model", "Toy.resume.pt"]
+    # Atomic writes leave nothing but the weights, their configuration record and the resume
+    # state behind.
+    assert sorted(os.listdir(tmp_path / "toy")) == ["Toy.model", "Toy.model.config.json",
+                                                    "Toy.resume.pt"]
 
 
 def test_evaluate_gauc_groups_by_user_id(tmp_path, data):
@@ -265,6 +274,16 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, data, crash_at, c
     # crash at 11 resumes after step 9 (epoch 2, batch 1); at 15 after step 12
     first = {11: "Evaluation @epoch 2 - batch 4: ", 15: "Evaluation @epoch 2 - batch 7: "}
     assert eval_lines(caplog)[0] == first[crash_at]
+
+
+def test_resume_builds_no_batch_it_skips(tmp_path, data):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _train_and_predict(tmp_path, data, crash_at=15)  # resume state after step 12
+    train, valid = loaders(data)
+    trainer = make_trainer(tmp_path, dropout=0.3, eval_steps=3, early_stop_patience=3,
+                           run_signature={"learning_rate": 0.05})
+    trainer.fit(train, epochs=2, validation_data=valid, resume=True)
+    assert train.built == 8 - 4  # epoch 2 from its batch 5: batches 1-4 are never gathered
 
 
 def test_resume_with_no_state_of_this_run_is_refused(tmp_path, data):
@@ -459,7 +478,8 @@ def test_distributed_training_evaluation_and_errors(tmp_path):
     assert [result["skipped_all_reduces"] for result in ranks] == [4, 4]
     assert any(m.startswith("Evaluation @epoch 1 - batch 4") for m in ranks[0]["messages"])
     assert ranks[1]["messages"] == []
-    assert sorted(os.listdir(tmp_path / "toy")) == ["Toy.model", "Toy.resume.pt"]
+    assert sorted(os.listdir(tmp_path / "toy")) == ["Toy.model", "Toy.model.config.json",
+                                                    "Toy.resume.pt"]
     # The item table is never broadcast: each rank still holds the one it built.
     assert ranks[0]["table"].eq(0.0).all() and ranks[1]["table"].eq(1.0).all()
     # Ranks draw different random numbers (dropout masks): seed + rank.
