@@ -7,9 +7,10 @@ and 8192 under
 
 * ``fp32``: float32 (TF32 matmuls and fused Adam on CUDA), the split held on the device;
 * ``bf16``: the same with ``precision: bf16``;
-* ``bf16+compile``: and ``compile: true``;
-* ``bf16+compile+packed``: and ``packed_history: true`` (length buckets / jagged attention,
-  batches trimmed to their longest history). The rows before it run unpacked.
+* ``bf16+packed``: and ``packed_history: true`` (length buckets / jagged attention, batches
+  trimmed to their longest history). Rows without ``+packed`` run unpacked;
+* ``bf16+compile``: ``bf16`` with ``compile: true``;
+* ``bf16+compile+packed``: both.
 
 and a **baseline** row, the published configuration's way: batch 128, fp32 without TF32 or
 fused Adam, unpacked, and each batch's item features (tags and frozen vectors of the target and
@@ -17,10 +18,17 @@ of every history item) looked up on the host and copied to the device, as the ch
 collator does (here with numpy gathers, cheaper than its pandas lookups: a lower bound on its
 cost; the model still reads the same features from its device-side table).
 
+Every eager row of every model runs first, the compiled rows last (a compilation that fails or
+takes long costs only the compiled rows); each model, and its split on the device, is built once
+and serves all its rows. An exception in a row is that row's result (its first line, in the
+samples/s column) and the run goes on; the traceback goes to stderr.
+
 Each row: training samples/s over ``--seconds`` of steps after warm-up (the batch fetch
 included), peak device memory, model FLOPs per step (forward + backward, counted with
 ``torch.utils.flop_counter`` on one eager step of that row's model, so a packed row counts only
-the work it does), the achieved FLOP rate and its fraction of the device's dense bf16 peak.
+the work it does), the achieved FLOP rate and the **model FLOP utilisation** (MFU: achieved
+FLOP/s over the device's dense bf16 peak, from :data:`BF16_PEAK` by device name; ``n/a`` on a
+CPU or a device the table lacks, unless ``--peak-tflops`` gives it).
 
 Writes ``benchmarks/results/gpu_throughput.{md,json}`` naming the device. On a machine without
 a GPU it runs a scaled-down smoke version (the ``_tiny`` expids on the ``tiny`` preset, batch
@@ -34,6 +42,7 @@ a GPU it runs a scaled-down smoke version (the ``_tiny`` expids on the ``tiny`` 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import math
@@ -42,6 +51,7 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -69,14 +79,17 @@ VARIANTS = {
 SCALES = {"paper": ("", "MicroLens_synth_full"), "demo": ("_demo", "MicroLens_synth_demo"),
           "tiny": ("_tiny", "MicroLens_synth_tiny")}
 #: The rows of a GPU run, and of the CPU smoke run (no compile rows: compiling dominates it).
-GPU_VARIANTS = ("fp32", "bf16", "bf16+compile", "bf16+compile+packed")
+GPU_VARIANTS = ("fp32", "bf16", "bf16+packed", "bf16+compile", "bf16+compile+packed")
 SMOKE_VARIANTS = ("fp32", "bf16", "bf16+packed")
 #: Compiled rows warm up until this many steps in a row compile nothing new (at most 40 steps).
 SETTLED_STEPS = 3
 BASELINE = "baseline: published way (fp32, host-side item lookups)"
-#: Dense bf16 tensor-core peak in FLOP/s by device-name fragment (first match wins).
-BF16_PEAK = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
-             ("GH200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
+#: Dense (not 2:4 sparse) bf16 tensor-core peak in FLOP/s by device-name fragment, from the
+#: vendors' data sheets; the first fragment found in the name wins (so "H100 PCIe" before "H100").
+BF16_PEAK = (("GH200", 989e12), ("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12),
+             ("H100", 989e12), ("H800", 989e12), ("B200", 2250e12), ("A100", 312e12),
+             ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
+             ("A10G", 70e12), ("A10", 125e12))
 
 
 def parse_args(argv=None):
@@ -104,7 +117,7 @@ def parse_args(argv=None):
                         help="configs and data: paper (<Model>_MicroLens on the full preset; "
                              "default on a GPU), demo (<Model>_MicroLens_demo on the demo "
                              "preset) or tiny (default on the CPU)")
-    parser.add_argument("--gpu", type=int, default=0)
+    parser.add_argument("--gpu", type=int, default=0, help="GPU index; -1: the CPU smoke run")
     parser.add_argument("--out-dir", default=os.path.join(REPO, "benchmarks", "results"))
     return parser.parse_args(argv)
 
@@ -129,13 +142,31 @@ def experiment_params(model_name: str, scale: str, gpu: int, model_root: str) ->
     return config_check.check_params(params, where=expid)
 
 
-def build(params: dict):
-    """``(model, train split)`` for ``params`` (the data is generated when absent)."""
-    from fuxictr_mmctr.pipeline.experiment import build_model, prepare
+class BuiltModel:
+    """A model with its train split and that split's loader on the device, made once and
+    shared by all the model's rows (MicroLens train is ~1.5 GB on the device)."""
 
-    feature_map, catalogue = prepare(params)
-    model = build_model(params, feature_map, catalogue)
-    return model, catalogue.load_split(params["train_data"])
+    def __init__(self, params: dict, device):
+        from fuxictr_mmctr.data.batches import BatchLoader
+        from fuxictr_mmctr.pipeline.experiment import build_model, prepare
+
+        feature_map, catalogue = prepare(params)
+        self.params = params
+        self.model = build_model(params, feature_map, catalogue)
+        self.split = catalogue.load_split(params["train_data"])
+        self.device_loader = BatchLoader(self.split, 128, shuffle=True, seed=0,
+                                         max_len=params.get("max_len"), device=device,
+                                         on_device=device.type == "cuda", trim_history=True)
+
+    def loader(self, batch_size: int, trim_history: bool):
+        """The device loader at ``batch_size``, trimming histories or not; the split on the
+        device is shared, not copied. Only full batches (when the split has that many rows):
+        a short last batch is a new shape, which a compiled row would compile while timed."""
+        loader = copy.copy(self.device_loader)
+        loader.batch_size = int(batch_size)
+        loader.trim_history = self.device_loader.trim_history and bool(trim_history)
+        loader.drop_last = self.split.num_rows >= batch_size
+        return loader
 
 
 def set_trainer(model, params: dict, precision: str, compile_on: bool, fast: bool) -> None:
@@ -245,24 +276,23 @@ def time_steps(model, batches, device, warmup_steps: int, seconds: float, max_st
             "graphs_while_timed": compiled_graphs() - graphs}
 
 
-def measure_row(model, params, variant, batch_size, split, device, args, flops_cache) -> dict:
-    """One table row: build the loader and trainer of ``variant``, time it."""
+def measure_row(built: BuiltModel, variant, batch_size, device, args, flops_cache) -> dict:
+    """One table row: the trainer of ``variant`` on ``built``'s model and loader, timed."""
     from fuxictr_mmctr.data.batches import BatchLoader
     from fuxictr_mmctr.layers.packing import apply_packed_history
 
+    model, params = built.model, built.params
     baseline = variant == BASELINE
     precision, compile_on, packed = ("fp32", False, False) if baseline else VARIANTS[variant]
     apply_packed_history(model, packed)
     trims = packed and model.trims_history
     set_trainer(model, params, precision, compile_on, fast=not baseline)
     if baseline:
-        host = BatchLoader(split, batch_size, shuffle=True, seed=0, max_len=params.get("max_len"),
-                           device="cpu")
+        host = BatchLoader(built.split, batch_size, shuffle=True, seed=0,
+                           max_len=params.get("max_len"), device="cpu")
         batches = HostLookupBatches(host, model.item_encoder.item_table, device)
     else:
-        batches = BatchLoader(split, batch_size, shuffle=True, seed=0,
-                              max_len=params.get("max_len"), device=device,
-                              on_device=device.type == "cuda", trim_history=trims)
+        batches = built.loader(batch_size, trims)
     row = {"model": type(model).__name__, "variant": variant, "batch_size": batch_size,
            "precision": precision, "compile": model.trainer.compiling, "packed": packed}
     stream = endless(batches)
@@ -276,6 +306,7 @@ def measure_row(model, params, variant, batch_size, split, device, args, flops_c
     row.update(timing, samples_per_s=steps * batch_size / seconds, step_ms=seconds / steps * 1e3,
                flops_per_step=flops_cache[key])
     row["tflops_per_s"] = row["flops_per_step"] * steps / seconds / 1e12
+    row["mfu"] = model_flop_utilisation(row["flops_per_step"], steps / seconds, args.peak_flops)
     if device.type == "cuda":
         row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     del batches, stream
@@ -291,19 +322,67 @@ def median_row(kept: dict, new: dict) -> dict:
     candidates = [kept, new]
     middle = sorted(rounds)[(len(rounds) - 1) // 2]
     chosen = min(candidates, key=lambda row: abs(row["samples_per_s"] - middle))
-    return {**chosen, "samples_per_s": middle,
-            "step_ms": chosen["batch_size"] / middle * 1e3,
-            "tflops_per_s": chosen["flops_per_step"] * middle / chosen["batch_size"] / 1e12,
+    steps_per_s = middle / chosen["batch_size"]
+    return {**chosen, "samples_per_s": middle, "step_ms": 1e3 / steps_per_s,
+            "tflops_per_s": chosen["flops_per_step"] * steps_per_s / 1e12,
+            "mfu": (chosen["mfu"] * middle / chosen["samples_per_s"]
+                    if chosen.get("mfu") is not None else None),
             "rounds": rounds}
 
 
+def bf16_peak_flops(device_name: str) -> float | None:
+    """The dense bf16 peak (FLOP/s) of the device called ``device_name``; ``None``: unknown."""
+    return next((peak for fragment, peak in BF16_PEAK if fragment in device_name), None)
+
+
 def bf16_peak(device, override_tflops) -> float | None:
+    """``--peak-tflops`` if given, else the table's peak of ``device`` (``None`` on a CPU)."""
     if override_tflops:
         return override_tflops * 1e12
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for fragment, peak in BF16_PEAK if fragment in name), None)
+    return bf16_peak_flops(torch.cuda.get_device_name(device))
+
+
+def model_flop_utilisation(flops_per_step: float, steps_per_s: float,
+                           peak_flops: float | None) -> float | None:
+    """Achieved FLOP/s (``flops_per_step * steps_per_s``) over ``peak_flops``; ``None`` when
+    the peak is unknown (a CPU)."""
+    if not peak_flops:
+        return None
+    return flops_per_step * steps_per_s / peak_flops
+
+
+def first_line(error: BaseException) -> str:
+    """``"TypeName: first non-empty line of the message"`` (a row's error cell)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def row_or_error(measure, row: dict) -> dict:
+    """``measure()``'s row; if it raises, ``row`` with ``"error"``: the error's first line (the
+    traceback goes to stderr). ``KeyboardInterrupt`` and ``SystemExit`` still stop the run."""
+    try:
+        return measure()
+    except Exception as error:  # noqa: BLE001 - a row's failure is that row's result
+        traceback.print_exc()
+        return {**row, "error": first_line(error)}
+
+
+def is_compiled(variant: str) -> bool:
+    return variant != BASELINE and VARIANTS[variant][1]
+
+
+def row_order(models, variants, batch_sizes, baseline: bool, rounds: int = 1) -> list[tuple]:
+    """``(model, variant, batch size)`` in the order they run: every eager row of every model
+    (each model's baseline first), then the compiled rows; with ``rounds > 1`` each part is
+    repeated that often, interleaved."""
+    rows = [(model, variant, batch) for model in models
+            for variant, batch in ([(BASELINE, 128)] if baseline else [])
+            + [(variant, batch) for batch in batch_sizes for variant in variants]]
+    eager = [key for key in rows if not is_compiled(key[1])]
+    compiled = [key for key in rows if is_compiled(key[1])]
+    return eager * rounds + compiled * rounds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +410,7 @@ def markdown(report) -> str:
         f"# Training throughput ({'smoke run, CPU' if report['smoke'] else 'GPU'})",
         "",
         f"Device: **{report['machine']['device']}** (torch {report['machine']['torch']}, "
-        f"CUDA {report['machine']['cuda']}); dense bf16 peak used for the fraction: "
+        f"CUDA {report['machine']['cuda']}); dense bf16 peak used for MFU: "
         f"{f'{peak:.0f} TFLOP/s' if peak else 'unknown (n/a)'}; "
         f"{report['machine']['cores']} CPU cores ({report['machine']['torch_threads']} torch "
         f"threads, load average {report['machine']['load_average_at_start']} at the start); "
@@ -340,26 +419,31 @@ def markdown(report) -> str:
         f"`<Model>_MicroLens{SCALES[report['scale']][0]}` configuration. "
         f"`python benchmarks/gpu_throughput.py {' '.join(report['argv'])}`".rstrip() + ".",
         "",
-        "| model | variant | batch | samples/s | step ms | peak memory GB | TFLOP/s | "
-        "fraction of bf16 peak | GFLOP/step | warm-up s |",
+        "| model | variant | batch | samples/s | MFU | step ms | peak memory GB | TFLOP/s | "
+        "GFLOP/step | warm-up s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         if "error" in row:
+            error = row["error"].replace("|", "\\|")
             lines.append(f"| {row['model']} | {row['variant']} | {row['batch_size']} | "
-                         f"{row['error']} | | | | | | |")
+                         f"{error} | | | | | | |")
             continue
         memory = f"{row['peak_memory_gb']:.2f}" if "peak_memory_gb" in row else "n/a"
-        fraction = (f"{row['tflops_per_s'] * 1e12 / peak:.1%}" if peak else "n/a")
+        mfu = f"{row['mfu']:.2%}" if row.get("mfu") is not None else "n/a"
         late = "*" if row.get("graphs_while_timed") else ""
         lines.append(
             f"| {row['model']} | {row['variant']} | {row['batch_size']} | "
-            f"{row['samples_per_s']:,.0f}{late} | {row['step_ms']:.1f} | {memory} | "
-            f"{row['tflops_per_s']:.2f} | {fraction} | {row['flops_per_step'] / 1e9:.1f} | "
+            f"{row['samples_per_s']:,.0f}{late} | {mfu} | {row['step_ms']:.1f} | {memory} | "
+            f"{row['tflops_per_s']:.3f} | {row['flops_per_step'] / 1e9:.2f} | "
             f"{row['warmup_s']:.1f} |")
-    lines += ["", "Rows before `+packed` run unpacked (`packed_history: False`). FLOPs are "
+    lines += ["", "Rows without `+packed` run unpacked (`packed_history: False`); the rows "
+              "are in the order they ran: every eager row first, the compiled rows last. MFU: "
+              "model FLOP utilisation, the achieved FLOP/s over the dense bf16 peak (n/a on a "
+              "CPU). FLOPs are "
               "counted on one eager step of the row's own model, so a packed row counts only "
-              "the work it does. The warm-up column includes torch.compile's compilation (a "
+              "the work it does. An error's first line stands in the samples/s column. "
+              "The warm-up column includes torch.compile's compilation (a "
               "compiled row warms up until 3 steps in a row compile nothing new). "
               "The baseline gathers item features on the host per batch (numpy, a lower bound "
               "on the challenge collator's pandas cost). * torch.compile made new graphs while "
@@ -371,7 +455,8 @@ def markdown(report) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device("cuda", args.gpu) if torch.cuda.is_available() else torch.device("cpu")
+    device = (torch.device("cuda", args.gpu) if torch.cuda.is_available() and args.gpu >= 0
+              else torch.device("cpu"))
     smoke = device.type != "cuda"
     batch_sizes = [int(b) for b in (args.batch_sizes or ("128,1024" if smoke
                                                           else "128,1024,8192")).split(",")]
@@ -389,39 +474,42 @@ def main(argv=None):
               else list(argv), "bf16_peak_tflops": (bf16_peak(device, args.peak_tflops) or 0)
               / 1e12 or None, "rows": []}
     print(f"device: {report['machine']['device']}", flush=True)
-    flops_cache = {}
+    args.peak_flops = bf16_peak(device, args.peak_tflops)
+    models = [m for m in args.models.split(",") if m]
+    built, flops_cache, index = {}, {}, {}
     with tempfile.TemporaryDirectory() as model_root:
-        for name in [m for m in args.models.split(",") if m]:
-            params = experiment_params(name, args.scale, args.gpu if not smoke else -1,
-                                       model_root)
-            model, split = build(params)
-            plan = ([] if args.no_baseline else [(BASELINE, 128)]) + \
-                [(variant, batch) for batch in batch_sizes for variant in variants]
-            first_row = len(report["rows"])
-            for round_index, (variant, batch_size) in enumerate(plan * args.rounds):
-                row = {"model": name, "variant": variant, "batch_size": batch_size}
-                if args.budget_s and time.perf_counter() - started > args.budget_s:
-                    row["error"] = "skipped: time budget"
-                else:
-                    try:
-                        row = measure_row(model, params, variant, batch_size, split, device,
-                                          args, flops_cache)
-                    except torch.cuda.OutOfMemoryError:
-                        row["error"] = "out of memory"
-                    release_memory()
-                if round_index < len(plan):
-                    report["rows"].append(row)
-                else:  # a later round: keep the median row, list every round's rate
-                    report["rows"][first_row + round_index % len(plan)] = row = median_row(
-                        report["rows"][first_row + round_index % len(plan)], row)
-                report["total_s"] = time.perf_counter() - started
-                write_report(report, args.out_dir)  # after every row: a cut-off run keeps them
-                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
-                                  for k, v in row.items()}), flush=True)
-            del model, split
-            release_memory()
+        for key in row_order(models, variants, batch_sizes, not args.no_baseline, args.rounds):
+            name, variant, batch_size = key
+            row = {"model": name, "variant": variant, "batch_size": batch_size}
+            if args.budget_s and time.perf_counter() - started > args.budget_s:
+                row["error"] = "skipped: time budget"
+            else:
+                row = row_or_error(lambda: measure_row(
+                    built_model(built, name, args, smoke, model_root, device), variant,
+                    batch_size, device, args, flops_cache), row)
+                release_memory()
+            if key not in index:
+                index[key] = len(report["rows"])
+                report["rows"].append(row)
+            else:  # a later round: keep the median row, list every round's rate
+                report["rows"][index[key]] = row = median_row(report["rows"][index[key]], row)
+            report["total_s"] = time.perf_counter() - started
+            write_report(report, args.out_dir)  # after every row: a cut-off run keeps them
+            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                              for k, v in row.items()}), flush=True)
+        built.clear()
+        release_memory()
     report["total_s"] = time.perf_counter() - started
     print(f"wrote {write_report(report, args.out_dir)}.{{md,json}} in {report['total_s']:.0f} s")
+
+
+def built_model(built: dict, name: str, args, smoke: bool, model_root: str, device) -> BuiltModel:
+    """``name``'s :class:`BuiltModel`, made on its first row (a failure fails that row; the
+    next row of the model tries again)."""
+    if name not in built:
+        params = experiment_params(name, args.scale, -1 if smoke else args.gpu, model_root)
+        built[name] = BuiltModel(params, device)
+    return built[name]
 
 
 def write_report(report: dict, out_dir: str) -> str:
