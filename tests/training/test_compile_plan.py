@@ -88,3 +88,26 @@ def test_compiled_packed_models_never_recompile_and_equal_eager(model_class, tmp
     for batch in later:
         step_and_check(batch)
     assert len(counting_backend) == compiled
+
+
+@pytest.mark.slow
+def test_inductor_compiled_transformer_equals_eager_on_empty_histories(tmp_path):
+    """The real backend (inductor), evaluation forward: rows with empty histories and a batch
+    whose every row is padding give the eager outputs (no fully masked attention row: an empty
+    row keeps one key)."""
+    if speed.compile_unavailable(torch.device("cpu")):
+        pytest.skip(speed.compile_unavailable(torch.device("cpu")))
+    torch._dynamo.reset()
+    model = tiny_model(Transformer_DCN, tmp_path / "compiled", compile=True,
+                       **NO_DROPOUT[Transformer_DCN]).eval()
+    batches = [loader_batch([0, 3, 0, L, 1, 0, 7, 2], seed=1),
+               loader_batch([0] * 8, seed=2), loader_batch([0, 0, 5, 0, 0, 0, 0, 1], seed=3)]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                compiled = model.trainer.forward(batch, training=False)["logit"]
+                torch.testing.assert_close(compiled, model(batch)["logit"], rtol=1e-4,
+                                           atol=1e-5)
+    finally:
+        torch._dynamo.reset()
+    assert model.trainer.compiling

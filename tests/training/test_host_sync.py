@@ -76,23 +76,26 @@ def test_the_counter_sees_host_reads():
     assert [name for name, _ in reads.reads] == ["item", "__getitem__", "__bool__", "nonzero"]
 
 
-@pytest.fixture(scope="module", params=registered_models())
-def model_and_batches(request, tiny_dataset, tmp_path_factory):
-    """A tiny model of each registered model and two batches of its own loader (training
-    batches, trimmed as training trims them)."""
-    name = request.param
+def model_and_batches_of(name, dataset, folders, gpu=-1):
+    """A tiny model of ``name`` (its ``_MicroLens_tiny`` expid on ``dataset``) and two batches
+    of its own training loader (trimmed as training trims them)."""
     params = load_params(CONFIG_DIR, f"{name}_MicroLens_tiny")
     for key in ("train_data", "valid_data", "test_data", "item_info"):
-        params[key] = os.path.join(tiny_dataset, os.path.basename(params[key]))
-    params["data_root"] = str(tmp_path_factory.mktemp("feature_maps"))
-    params["model_root"] = str(tmp_path_factory.mktemp("checkpoints"))
-    params.update(verbose=0, batch_size=32)
+        params[key] = os.path.join(dataset, os.path.basename(params[key]))
+    params["data_root"] = str(folders.mktemp("feature_maps"))
+    params["model_root"] = str(folders.mktemp("checkpoints"))
+    params.update(verbose=0, batch_size=32, gpu=gpu)
     feature_map, catalogue = prepare(params)
     model = build_model(params, feature_map, catalogue)
     loader = make_loader(params, catalogue, params["train_data"], train=True,
                          device=model.device, trim_history=model.trims_history)
     batches = iter(loader)
     return model, [next(batches), next(batches)]
+
+
+@pytest.fixture(scope="module", params=registered_models())
+def model_and_batches(request, tiny_dataset, tmp_path_factory):
+    return model_and_batches_of(request.param, tiny_dataset, tmp_path_factory)
 
 
 @pytest.mark.parametrize("packed", [True, False], ids=["packed", "unpacked"])
@@ -112,3 +115,25 @@ def test_no_host_sync_in_a_training_step_or_an_evaluation_forward(model_and_batc
         apply_packed_history(model, True)
     assert training.reads == []
     assert evaluation.reads == []
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", registered_models())
+def test_no_device_sync_on_a_gpu(name, tiny_dataset, tmp_path_factory):
+    """The same on a GPU, where CUDA itself reports every synchronising call."""
+    model, (first, second) = model_and_batches_of(name, tiny_dataset, tmp_path_factory, gpu=0)
+    model.trainer.train_step(first)
+    model.eval()
+    with torch.no_grad():
+        model(first)
+    model.train()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model.trainer.train_step(second)
+        model.eval()
+        with torch.no_grad():
+            model(second)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
