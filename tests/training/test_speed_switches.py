@@ -137,7 +137,8 @@ def counting_backend(monkeypatch):
     torch._dynamo.reset()
 
 
-def test_compile_reuses_its_graphs_for_new_batch_sizes_and_widths(tmp_path, counting_backend):
+def test_compile_reuses_its_graphs_for_new_batch_sizes_and_widths(tmp_path, counting_backend,
+                                                                  monkeypatch):
     model = tiny_transformer_dcn(tmp_path / "compiled", compile=True, transformer_dropout=0.0,
                                  net_dropout=0.0)
     eager = tiny_transformer_dcn(tmp_path / "eager", transformer_dropout=0.0, net_dropout=0.0)
@@ -160,6 +161,7 @@ def test_compile_reuses_its_graphs_for_new_batch_sizes_and_widths(tmp_path, coun
         step_and_check(batch)
     compiled = len(counting_backend)
     assert compiled > 0
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # no eager fallback
     # New batch sizes (a last short batch, evaluation sizes), new length mixes: no new graph.
     for batch in batches_of([37, 64, 11, 50], seed=7) + batches_of([29], seed=8, longest=5):
         step_and_check(batch)
