@@ -86,6 +86,8 @@ mkdir -p "$WORK/logs" "$WORK/site" "$WORK/ray_stand_in"
 trap 'rm -rf "$WORK"' EXIT   # the logs are in OUT_DIR/logs.tar.gz by then
 export PYTHONPATH="$REPO:$WORK/site${PYTHONPATH:+:$PYTHONPATH}:$WORK/ray_stand_in"
 export PYTHONUNBUFFERED=1
+# Compilation caches of this run only: compile figures never depend on an earlier run's cache.
+export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor_cache" TRITON_CACHE_DIR="$WORK/triton_cache"
 cd "$REPO" || exit 2
 START=$(date +%s)
 FAILED=0
@@ -98,7 +100,8 @@ write_summary() {
     {
         echo "# gpu_check.sh on $(hostname) ($DEVICE mode)"
         echo
-        echo "Started $(date -u -d "@$START" '+%Y-%m-%d %H:%M UTC'), $(elapsed) s so far" \
+        echo "Started $(date -u -d "@$START" '+%Y-%m-%d %H:%M UTC'), $(elapsed) s until this" \
+             "summary was written (after the last step listed)" \
              "(budget ${TOTAL_BUDGET_S} s); load average at the start: $LOAD_AT_START;" \
              "$(getconf _NPROCESSORS_ONLN) cores."
         echo
