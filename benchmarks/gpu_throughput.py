@@ -476,6 +476,7 @@ def main(argv=None):
     print(f"device: {report['machine']['device']}", flush=True)
     args.peak_flops = bf16_peak(device, args.peak_tflops)
     models = [m for m in args.models.split(",") if m]
+    check_expids(models, args.scale)
     built, flops_cache, index = {}, {}, {}
     with tempfile.TemporaryDirectory() as model_root:
         for key in row_order(models, variants, batch_sizes, not args.no_baseline, args.rounds):
@@ -503,12 +504,30 @@ def main(argv=None):
     print(f"wrote {write_report(report, args.out_dir)}.{{md,json}} in {report['total_s']:.0f} s")
 
 
+def check_expids(models, scale: str) -> None:
+    """A model without its ``<Model>_MicroLens<scale suffix>`` expid stops the run at once,
+    with one ``error:`` line (before any data is generated or any row is timed)."""
+    from fuxictr_mmctr.errors import UserError
+    from fuxictr_mmctr.pipeline import config_check
+
+    for name in models:
+        try:
+            config_check.load_params(CONFIG_DIR, f"{name}_MicroLens{SCALES[scale][0]}", -1)
+        except UserError as error:
+            raise SystemExit(f"error: --models {name}: {error}") from None
+
+
 def built_model(built: dict, name: str, args, smoke: bool, model_root: str, device) -> BuiltModel:
-    """``name``'s :class:`BuiltModel`, made on its first row (a failure fails that row; the
-    next row of the model tries again)."""
+    """``name``'s :class:`BuiltModel`, made on its first row. If making it fails, that row and
+    every later row of the model fail with the same error (it is not tried again)."""
     if name not in built:
-        params = experiment_params(name, args.scale, -1 if smoke else args.gpu, model_root)
-        built[name] = BuiltModel(params, device)
+        try:
+            params = experiment_params(name, args.scale, -1 if smoke else args.gpu, model_root)
+            built[name] = BuiltModel(params, device)
+        except Exception as error:
+            built[name] = error
+    if isinstance(built[name], Exception):
+        raise built[name]
     return built[name]
 
 

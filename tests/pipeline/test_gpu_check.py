@@ -127,3 +127,27 @@ def test_gpu_check_stops_after_a_failed_preflight_with_its_summary(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| preflight | FAIL |" in summary and "| data |" not in summary
     assert sorted(path.name for path in out.iterdir()) == ["logs.tar.gz", "summary.md"]
+
+
+def test_a_model_that_cannot_be_built_fails_its_rows_without_building_again(throughput,
+                                                                           monkeypatch):
+    attempts = []
+
+    def unbuildable(*args):
+        attempts.append(args)
+        raise ValueError("no such expid")
+
+    monkeypatch.setattr(throughput, "experiment_params", unbuildable)
+    built, args = {}, type("Args", (), {"scale": "tiny", "gpu": 0})()
+    rows = [throughput.row_or_error(
+        lambda: throughput.built_model(built, "DIN", args, True, "/tmp", torch.device("cpu")),
+        {"model": "DIN"}) for _ in range(3)]
+    assert [row["error"] for row in rows] == ["ValueError: no such expid"] * 3
+    assert len(attempts) == 1
+
+
+def test_a_model_without_its_expid_stops_the_benchmark_in_one_line(throughput):
+    throughput.check_expids(["DIN"], "tiny")
+    with pytest.raises(SystemExit, match=r"^error: --models NoSuchModel: expid "
+                                         r"NoSuchModel_MicroLens_tiny not found"):
+        throughput.check_expids(["DIN", "NoSuchModel"], "tiny")
