@@ -26,7 +26,9 @@ Everything else is done once, here and in :class:`~fuxictr_mmctr.training.traine
   one-line delegates to the trainer, so FuxiCTR-style scripts keep working.
 
 ``field_wise = True`` on a model class asks the input stage for the per-field view
-(``inputs.target_fields``/``inputs.side_fields``, ``(B, F, embedding_dim)``).
+(``inputs.target_fields``/``inputs.side_fields``, ``(B, F, embedding_dim)``);
+``reads_history = False`` tells it that ``score`` never reads the history (nothing of it is
+encoded).
 """
 from __future__ import annotations
 
@@ -85,6 +87,9 @@ class MultimodalRankModel(BaseModel):
 
     #: Whether ``score`` reads the field-wise view of the inputs (DeepFM-like models).
     field_wise = False
+    #: Whether ``score`` reads the history; ``False`` (DeepFM) makes the input stage encode the
+    #: targets only, and the loader's batches gather no history item features.
+    reads_history = True
 
     def __init__(self, feature_map, model_id=None, gpu=-1, item_table=None, item_info=None,
                  embedding_dim=64, max_len=None, use_multimodal=True, packed_history=True,
@@ -116,6 +121,7 @@ class MultimodalRankModel(BaseModel):
                                 embedding_initializer=embedding_initializer,
                                 field_dim=int(embedding_dim) if self.field_wise else None)
         self.max_len = self.inputs.max_len
+        self.inputs.reads_history = self.reads_history
         self.build(**{name: params[name] for name in self.build_parameters() if name in params})
         self.packed_layers = apply_packed_history(self, packed_history)
         self.trims_history = bool(packed_history) and history_trim_exact(self)

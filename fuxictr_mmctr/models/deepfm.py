@@ -40,7 +40,6 @@ class DeepFM(MultimodalRankModel):
 
     def build(self, hidden_units=(300, 300, 300), hidden_activations="ReLU", net_dropout=0.0,
               batch_norm=False):
-        self.inputs.reads_history = self.reads_history
         self.num_fields = self.inputs.num_side_fields + self.inputs.num_item_fields
         field_dim = self.inputs.field_dim
         self.fm = FactorizationMachine(self.num_fields, field_dim)

@@ -12,6 +12,10 @@ def resolve_device(gpu: int = -1) -> torch.device:
 
     FuxiCTR's ``get_device`` quietly returns the CPU when CUDA is missing, which turns a
     requested GPU run into a CPU run that looks like it worked.
+
+    A GPU also becomes this process's current CUDA device, so that work issued without an
+    explicit device (the loader's pinned-copy events, streams, cuBLAS handles) lands on it
+    rather than on GPU 0.
     """
     gpu = int(gpu)
     if gpu < 0:
@@ -23,4 +27,5 @@ def resolve_device(gpu: int = -1) -> torch.device:
     if gpu >= count:
         raise UserError(f"--gpu {gpu} asked for GPU {gpu} but this machine has {count} "
                         f"(indices 0..{count - 1})")
+    torch.cuda.set_device(gpu)
     return torch.device(f"cuda:{gpu}")

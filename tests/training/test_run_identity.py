@@ -75,3 +75,4 @@ def test_prediction_refuses_weights_an_earlier_configuration_trained(tmp_path, t
         config.write_text(text.replace(anchor, anchor + "    learning_rate: 0.5\n"))
         with pytest.raises(UserError, match="these weights were trained with learning_rate="):
             predict_scores("./config/", TINY, -1, valid)
+
