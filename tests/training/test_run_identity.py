@@ -64,14 +64,14 @@ def test_weights_record_refuses_another_configuration(tmp_path, caplog):
 
 def test_prediction_refuses_weights_an_earlier_configuration_trained(tmp_path, tiny_dataset):
     workdir = working_folder(tmp_path, tiny_dataset)
+    config = workdir / "config" / "model_config" / "Transformer_DCN.yaml"
+    anchor = "Transformer_DCN_MicroLens_tiny: &transformer_dcn_tiny\n"
+    assert anchor in config.read_text()
     with inside(workdir):
         run_experiment("./config/", TINY, gpu=-1)
         valid = "./data/MicroLens_synth_tiny/valid.parquet"
         assert len(predict_scores("./config/", TINY, -1, valid)) > 0
-        config = workdir / "config" / "model_config" / "Transformer_DCN.yaml"
         text = config.read_text()
-        anchor = "Transformer_DCN_MicroLens_tiny: &transformer_dcn_tiny\n"
-        assert anchor in text
         config.write_text(text.replace(anchor, anchor + "    learning_rate: 0.5\n"))
         with pytest.raises(UserError, match="these weights were trained with learning_rate="):
             predict_scores("./config/", TINY, -1, valid)
