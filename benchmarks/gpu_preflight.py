@@ -97,18 +97,6 @@ def check_ray(stand_in_dir: str | None) -> tuple[str | None, str | None]:
     return f"ray {ray.__version__}", None
 
 
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def check_device(device: str) -> tuple[list[str], list[str]]:
     """The device, its bf16 peak and the distributed and compile backends it needs."""
     import torch
@@ -120,7 +108,9 @@ def check_device(device: str) -> tuple[list[str], list[str]]:
     if not dist.is_available():
         missing.append("torch.distributed (not built into this torch)")
     if device == "cpu":
-        found.append(f"device: CPU, {cpu_name()}, {os.cpu_count()} cores (rehearsal)")
+        from fuxictr_mmctr.machine import cpu_model  # standard library only
+
+        found.append(f"device: CPU, {cpu_model()}, {os.cpu_count()} cores (rehearsal)")
         if dist.is_available() and not dist.is_gloo_available():
             missing.append("gloo (torch.distributed has no gloo backend)")
         compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")

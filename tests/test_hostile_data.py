@@ -92,6 +92,16 @@ def test_a_missing_column_is_named(broken_copy):
         run_in(broken_copy)
 
 
+def train_under_validation_warn(folder) -> str:
+    """Train the tiny expid with ``validation: warn``; it learns; returns its log."""
+    config = folder / "config" / "dataset_config.yaml"
+    datasets = yaml.safe_load(config.read_text())
+    datasets["MicroLens_synth_tiny"]["validation"] = "warn"
+    config.write_text(yaml.safe_dump(datasets))
+    assert run_in(folder)["valid"]["AUC"] > 0.6
+    return (folder / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
+
+
 def test_validation_warn_logs_a_soft_problem_and_trains(broken_copy):
     """A label of 2 is a contract problem that ``validation: warn`` lets through with a log
     line (BCE still trains on it); the strict default stops on it."""
@@ -99,13 +109,7 @@ def test_validation_warn_logs_a_soft_problem_and_trains(broken_copy):
     with_column(data / "train.parquet", "label", set_row(9, 2.0))
     with pytest.raises(UserError, match="train.parquet, column label, row 9"):
         run_in(broken_copy)
-    config = broken_copy / "config" / "dataset_config.yaml"
-    datasets = yaml.safe_load(config.read_text())
-    datasets["MicroLens_synth_tiny"]["validation"] = "warn"
-    config.write_text(yaml.safe_dump(datasets))
-    result = run_in(broken_copy)
-    assert result["valid"]["AUC"] > 0.6
-    log = (broken_copy / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
+    log = train_under_validation_warn(broken_copy)
     assert "train.parquet, column label, row 9" in log
 
 
@@ -142,13 +146,7 @@ def test_an_item_missing_from_item_info_stops_training_or_warns(broken_copy):
     with pytest.raises(UserError) as error:
         run_in(broken_copy)
     assert expected in str(error.value) and "validation: warn" in str(error.value)
-    config = broken_copy / "config" / "dataset_config.yaml"
-    datasets = yaml.safe_load(config.read_text())
-    datasets["MicroLens_synth_tiny"]["validation"] = "warn"
-    config.write_text(yaml.safe_dump(datasets))
-    result = run_in(broken_copy)
-    assert result["valid"]["AUC"] > 0.6
-    log = (broken_copy / "checkpoints" / "MicroLens_synth_tiny" / f"{TINY}.log").read_text()
+    log = train_under_validation_warn(broken_copy)
     assert f"WARNING data validation: ./data/MicroLens_synth_tiny/{expected}" in log
 
 

@@ -23,23 +23,6 @@ NO_DROPOUT = {Transformer_DCN: dict(transformer_dropout=0.0, net_dropout=0.0, fi
               QIN: dict(net_dropout=0.0, batch_norm=False, num_layers=1)}
 
 
-@pytest.fixture
-def counting_backend(monkeypatch):
-    """A torch.compile backend that runs graphs eagerly and records each graph it is given;
-    dynamo's recompile check is restored afterwards."""
-    graphs = []
-
-    def backend(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return graph_module.forward
-
-    torch._dynamo.reset()
-    monkeypatch.setattr(speed, "COMPILE_BACKEND", backend)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", False)
-    yield graphs
-    torch._dynamo.reset()
-
-
 def loader_batch(lengths, seed, width=L):
     """A batch as the loader makes it: trimmed to ``width`` columns, with its history plan."""
     batch = make_batch(seed=seed, lengths=lengths)

@@ -122,21 +122,6 @@ def test_unknown_precision_is_one_line():
 
 # --- compile ---------------------------------------------------------------------------------
 
-@pytest.fixture
-def counting_backend(monkeypatch):
-    """A torch.compile backend that runs graphs eagerly and records each graph it is given."""
-    graphs = []
-
-    def backend(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return graph_module.forward
-
-    torch._dynamo.reset()
-    monkeypatch.setattr(speed, "COMPILE_BACKEND", backend)
-    yield graphs
-    torch._dynamo.reset()
-
-
 def test_compile_reuses_its_graphs_for_new_batch_sizes_and_widths(tmp_path, counting_backend,
                                                                   monkeypatch):
     model = tiny_transformer_dcn(tmp_path / "compiled", compile=True, transformer_dropout=0.0,
