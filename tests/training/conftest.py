@@ -19,6 +19,7 @@ def counting_backend(monkeypatch):
 
     torch._dynamo.reset()
     monkeypatch.setattr(speed, "COMPILE_BACKEND", backend)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", False)
-    yield graphs
+    # torch's own patch, not monkeypatch: dynamo's config is not a plain module attribute
+    with torch._dynamo.config.patch(error_on_recompile=False):
+        yield graphs
     torch._dynamo.reset()

@@ -146,7 +146,7 @@ def test_compile_reuses_its_graphs_for_new_batch_sizes_and_widths(tmp_path, coun
         step_and_check(batch)
     compiled = len(counting_backend)
     assert compiled > 0
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # no eager fallback
+    torch._dynamo.config.error_on_recompile = True  # no eager fallback (the fixture restores it)
     # New batch sizes (a last short batch, evaluation sizes), new length mixes: no new graph.
     for batch in batches_of([37, 64, 11, 50], seed=7) + batches_of([29], seed=8, longest=5):
         step_and_check(batch)
