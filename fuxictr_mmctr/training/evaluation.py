@@ -78,11 +78,10 @@ def evaluate(forward: Callable[[dict], dict], data_generator, device: torch.devi
                               group_column=group_column if "gAUC" in metrics else None,
                               verbose=verbose)
 
-    def compute():
+    def compute():  # runs on rank 0 only (run_on_main)
         logs = evaluate_metrics(columns["label"], columns["y_pred"], metrics,
                                 columns.get("group_id"))
-        if distributed.is_main():
-            logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()))
+        logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in logs.items()))
         return logs
 
     return distributed.run_on_main(compute)
