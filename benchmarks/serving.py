@@ -9,10 +9,12 @@ For each model (Transformer_DCN, DIN, QIN at their demo configurations):
   history, as the server sends it), for the eager model (``model(batch)`` under ``no_grad``),
   the pt2 graph (``torch.export.load(...).module()``) and ONNX Runtime, all on the CPU with
   ``--threads`` intra-op threads;
-* **load test** of ``fuxictr-mmctr serve`` (first model, pt2): ``--clients`` concurrent
-  clients, each sending one-row requests back to back for ``--seconds``, with micro-batching on
-  (``--max-batch-rows 1024 --max-wait-ms 2``) and off (``--max-batch-rows 0``): requests/s and
-  per-request latency percentiles as the clients see them.
+* **load test** of ``fuxictr-mmctr serve`` (first model, pt2): ``--requests`` requests in all
+  (default 2,000) from ``--clients`` concurrent clients sending back to back, once per request
+  size of ``--request-rows`` (default 1 and 32 rows), with micro-batching on
+  (``--max-batch-rows 1024 --max-wait-ms 2``) and off (``--max-batch-rows 0``): requests/s,
+  rows/s, per-request latency percentiles as the clients see them, and the failed requests
+  (any answer but 200; there must be none).
 
 Demo checkpoints (``checkpoints/MicroLens_synth_demo/<expid>.model``) are used when present;
 otherwise the models keep their initial weights (latency does not depend on the weights; the
@@ -59,8 +61,10 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     parser.add_argument("--clients", type=int, default=None,
                         help="concurrent clients of the load test (default 16, quick 8)")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="duration of each load test (default 20, quick 3)")
+    parser.add_argument("--requests", type=int, default=None,
+                        help="requests per load test (default 2000, quick 200)")
+    parser.add_argument("--request-rows", default="1,32",
+                        help="rows per request, one load test each (default 1,32)")
     parser.add_argument("--config", default=os.path.join(REPO, "config"))
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     return parser.parse_args(argv)
@@ -179,22 +183,31 @@ def start_server(artifact: str, max_batch_rows: int, threads: int, log_path: str
     raise SystemExit(f"the server did not start; see {log_path}")
 
 
-def load_test(url: str, rows: list, clients: int, seconds: float) -> dict:
-    """``clients`` threads posting one-row requests for ``seconds``."""
+def load_test(url: str, rows: list, clients: int, requests: int, request_rows: int) -> dict:
+    """``clients`` threads posting ``requests`` requests of ``request_rows`` rows in all, each
+    client taking the next request number as soon as its previous answer came back."""
+    import itertools
+    import threading
+
     import httpx
 
-    def client(index):
+    numbers, lock = itertools.count(), threading.Lock()
+
+    def client(_):
         latencies, failures = [], 0
         with httpx.Client(timeout=60) as session:
-            stop = time.monotonic() + seconds
-            position = index
-            while time.monotonic() < stop:
-                body = {"rows": [rows[position % len(rows)]]}
+            while True:
+                with lock:
+                    number = next(numbers)
+                if number >= requests:
+                    break
+                first = number * request_rows
+                body = {"rows": [rows[(first + offset) % len(rows)]
+                                 for offset in range(request_rows)]}
                 start = time.perf_counter()
                 response = session.post(url + "/score", json=body)
                 latencies.append(time.perf_counter() - start)
                 failures += response.status_code != 200
-                position += clients
         return latencies, failures
 
     before = _health(url)
@@ -206,8 +219,9 @@ def load_test(url: str, rows: list, clients: int, seconds: float) -> dict:
     latencies = [value for result in results for value in result[0]]
     calls = after["model_calls"] - before["model_calls"]
     return {"clients": clients, "seconds": elapsed, "requests": len(latencies),
-            "failures": sum(result[1] for result in results),
-            "requests_per_second": len(latencies) / elapsed, "model_calls": calls,
+            "request_rows": request_rows, "failures": sum(result[1] for result in results),
+            "requests_per_second": len(latencies) / elapsed,
+            "rows_per_second": len(latencies) * request_rows / elapsed, "model_calls": calls,
             "rows_per_model_call": (after["rows_scored"] - before["rows_scored"]) / max(calls, 1),
             **percentiles(latencies)}
 
@@ -274,13 +288,16 @@ def markdown(report: dict) -> str:
             lines.append(f"| {model['expid']} | {batch} | " + " | ".join(row) + " |")
     load = report.get("load_test")
     if load:
+        first = load["runs"][0]
         lines += ["", f"## Load test: `fuxictr-mmctr serve` ({load['expid']}, pt2), "
-                  f"{load['on']['clients']} clients, one-row requests", "",
-                  "| micro-batching | requests/s | rows per model call | p50 ms | p90 ms | "
-                  "p99 ms | failures |", "|---|---|---|---|---|---|---|"]
-        for label, key in (("on (1024 rows / 2 ms)", "on"), ("off", "off")):
-            cell = load[key]
-            lines.append(f"| {label} | {cell['requests_per_second']:.0f} | "
+                  f"{first['clients']} clients, {first['requests']:,} requests per row", "",
+                  "| rows per request | micro-batching | requests/s | rows/s | rows per model "
+                  "call | p50 ms | p90 ms | p99 ms | failed requests |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for cell in load["runs"]:
+            label = "on (1024 rows / 2 ms)" if cell["micro_batching"] else "off"
+            lines.append(f"| {cell['request_rows']} | {label} | "
+                         f"{cell['requests_per_second']:,.0f} | {cell['rows_per_second']:,.0f} | "
                          f"{cell['rows_per_model_call']:.1f} | {cell['p50_ms']:.1f} | "
                          f"{cell['p90_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['failures']} |")
         lines += ["", "The clients run in the benchmark's process (Python threads, httpx) on the "
@@ -300,7 +317,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (30 if args.quick else 200)
     clients = args.clients if args.clients is not None else (8 if args.quick else 16)
-    seconds = args.seconds or (3.0 if args.quick else 20.0)
+    requests = args.requests or (200 if args.quick else 2000)
+    request_sizes = [int(size) for size in args.request_rows.split(",")]
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     workdir = tempfile.mkdtemp(prefix="serving_benchmark_")
     report = {"quick": args.quick, "machine": machine(), "threads": args.threads,
@@ -351,21 +369,26 @@ def main(argv=None) -> None:
             if first_pt2 is None:
                 first_pt2, first_split, first_expid = artifacts["pt2"][0], split, expid
         if first_pt2 is not None and clients > 0:
-            rows = request_rows(first_split, 512)
-            load = {"expid": first_expid}
+            rows = request_rows(first_split, 4096)
+            load = {"expid": first_expid, "runs": []}
             for key, max_batch_rows in (("on", 1024), ("off", 0)):
                 url, process, log = start_server(first_pt2, max_batch_rows, args.threads,
                                                  os.path.join(workdir, f"serve_{key}.log"))
                 try:
-                    load[key] = load_test(url, rows, clients, seconds)
+                    for size in request_sizes:
+                        cell = load_test(url, rows, clients, requests, size)
+                        cell["micro_batching"] = max_batch_rows > 0
+                        load["runs"].append(cell)
+                        print(f"load test, {size} rows per request, micro-batching {key}: "
+                              f"{cell['requests_per_second']:.0f} requests/s, "
+                              f"{cell['rows_per_second']:.0f} rows/s, p50 "
+                              f"{cell['p50_ms']:.1f} ms, p99 {cell['p99_ms']:.1f} ms, "
+                              f"{cell['failures']} failed", flush=True)
                 finally:
                     process.terminate()
                     process.wait(timeout=60)
                     log.close()
-                print(f"load test, micro-batching {key}: "
-                      f"{load[key]['requests_per_second']:.0f} requests/s, "
-                      f"p50 {load[key]['p50_ms']:.1f} ms, p99 {load[key]['p99_ms']:.1f} ms",
-                      flush=True)
+            load["runs"].sort(key=lambda cell: (cell["request_rows"], not cell["micro_batching"]))
             report["load_test"] = load
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

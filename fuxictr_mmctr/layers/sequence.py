@@ -64,12 +64,11 @@ def last_k(values: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k`` most recent positions: ``values (B, L, D) -> (B, k, D)``.
 
     When ``L < k`` the result is left-padded with zero rows, so its width does not depend on the
-    history length (the same convention as the left-padded history itself).
+    history length (the same convention as the left-padded history itself). One code path for
+    every ``L`` (``k`` zero rows in front, then the last ``k`` rows): no branch on the length,
+    so ``torch.export`` keeps ``L`` dynamic down to 1.
     """
-    length = values.shape[-2]
-    if length >= k:
-        return values[..., length - k:, :]
-    return F.pad(values, (0, 0, k - length, 0))
+    return F.pad(values, (0, 0, k, 0))[..., -k:, :]
 
 
 __all__ = ["history_mask", "keep_one_key", "last_k", "masked_max", "masked_mean",

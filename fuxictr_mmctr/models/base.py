@@ -28,7 +28,9 @@ Everything else is done once, here and in :class:`~fuxictr_mmctr.training.traine
 ``field_wise = True`` on a model class asks the input stage for the per-field view
 (``inputs.target_fields``/``inputs.side_fields``, ``(B, F, embedding_dim)``);
 ``reads_history = False`` tells it that ``score`` never reads the history (nothing of it is
-encoded).
+encoded); ``exports_dynamic_history = False`` tells ``fuxictr-mmctr export`` that the model's
+graph holds only for the width it was traced at, so the history is padded to ``max_len`` inside
+the exported graph.
 """
 from __future__ import annotations
 
@@ -90,6 +92,10 @@ class MultimodalRankModel(BaseModel):
     #: Whether ``score`` reads the history; ``False`` (DeepFM) makes the input stage encode the
     #: targets only, and the loader's batches gather no history item features.
     reads_history = True
+    #: Whether ``torch.export`` can keep the history width dynamic (``1..max_len``) through
+    #: ``score``; ``False`` (DIEN, whose recurrences are Python loops over the positions, which
+    #: tracing unrolls for one width) makes the export pad the history to ``max_len`` in the graph.
+    exports_dynamic_history = True
 
     def __init__(self, feature_map, model_id=None, gpu=-1, item_table=None, item_info=None,
                  embedding_dim=64, max_len=None, use_multimodal=True, packed_history=True,

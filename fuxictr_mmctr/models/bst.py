@@ -93,8 +93,7 @@ class BST(MultimodalRankModel):
         The mask is ``True`` at real tokens (the history's real items and the target).
         """
         sequence = torch.cat([inputs.history_emb, inputs.target_emb.unsqueeze(-2)], dim=-2)
-        real = torch.cat([inputs.history_mask, torch.ones_like(inputs.history_mask[..., :1])],
-                         dim=-1)
+        real = F.pad(inputs.history_mask, (0, 1), value=True)                 # (B, L + 1)
         return self.positions(sequence), real
 
     def score(self, inputs: ModelInputs) -> torch.Tensor:

@@ -49,6 +49,10 @@ class DIEN(MultimodalRankModel):
         use_aux_loss, aux_loss_alpha, aux_hidden_units, aux_activation: the auxiliary loss.
     """
 
+    #: The GRU and AUGRU loop over the positions in Python; ``torch.export`` unrolls the loop
+    #: for the traced width, so an exported DIEN takes its history padded to ``max_len``.
+    exports_dynamic_history = False
+
     def build(self, interest_dim=None, dnn_hidden_units=(1024, 512, 256), dnn_activations="ReLU",
               net_dropout=0.1, batch_norm=True, use_aux_loss=False, aux_loss_alpha=1.0,
               aux_hidden_units=(100, 50), aux_activation="ReLU"):

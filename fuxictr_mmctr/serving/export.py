@@ -9,8 +9,9 @@
    and the checkpoint (``best``: ``<model_root>/<dataset_id>/<expid>.model``) is loaded.
 2. The model is wrapped in a :class:`~fuxictr_mmctr.serving.graph.ServingGraph`, its item
    side encoded once for every item (:class:`~fuxictr_mmctr.serving.graph.EncodedItems`), and
-   traced with ``torch.export`` (batch and history dynamic); a model whose shapes are not valid
-   for every history length gets its history padded to max_len inside the graph instead.
+   traced with ``torch.export`` (batch and history dynamic); a model whose graph is not valid
+   for every history length (``exports_dynamic_history`` false: DIEN's unrolled recurrences;
+   or a padding-dependent mask) gets its history padded to max_len inside the graph instead.
 3. The graph is written in the requested format into a temporary folder beside ``--out``,
    with ``signature.json`` (and ``item_ids.parquet`` for a catalogue with its own ids).
 4. The graph is loaded back from those files and must pass the parity check
@@ -162,7 +163,8 @@ def _trace(model, names, max_len: int, columns: dict, autocast):
     from fuxictr_mmctr.layers.packing import history_trim_exact
 
     example = example_inputs(columns, names)
-    attempts = [False, True] if history_trim_exact(model) else [True]
+    as_given = history_trim_exact(model) and getattr(model, "exports_dynamic_history", True)
+    attempts = [False, True] if as_given else [True]
     failure = None
     for pad in attempts:
         graph = ServingGraph(model, names, max_len, pad_history=pad, autocast_dtype=autocast)
@@ -186,7 +188,8 @@ def _save(fmt: str, graph, program, columns: dict, names, max_len: int, folder: 
     if fmt == "aoti":
         return exporters.save_aoti(program, folder)
     try:
-        return exporters.save_onnx(graph, example_inputs(columns, names), names, max_len, folder)
+        return exporters.save_onnx(program, example_inputs(columns, names), names, max_len,
+                                   folder)
     except UserError:
         raise
     except Exception as error:  # the ONNX exporter raises many types

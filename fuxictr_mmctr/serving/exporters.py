@@ -36,6 +36,14 @@ ONNX_OPSET = 18
 def export_program(graph, example, input_names, max_len: int):
     """``torch.export`` of ``graph`` with dynamic ``batch`` and ``history`` dimensions.
 
+    A guard that ``torch.export``'s symbolic reasoning cannot prove for every size in range
+    (``nn.MultiheadAttention`` with several heads and a key padding mask yields
+    ``min(h + 1, 2h + 2) == h + 1``, true for every ``h >= 0``) becomes an assertion checked at
+    run time instead of a refusal (``prefer_deferred_runtime_asserts_over_guards``): a size
+    that broke one would fail loudly when the graph is called, never silently. The parity check
+    calls the graph at widths 1, ``max_len`` and the valid rows' own before anything is
+    written.
+
     Raises whatever ``torch.export`` raises (the caller decides whether to retry with the
     history padded inside the graph).
     """
@@ -43,7 +51,7 @@ def export_program(graph, example, input_names, max_len: int):
         warnings.simplefilter("ignore")
         return torch.export.export(graph, example,
                                    dynamic_shapes=dynamic_shapes(input_names, max_len),
-                                   strict=False)
+                                   strict=False, prefer_deferred_runtime_asserts_over_guards=True)
 
 
 def save_pt2(program, folder) -> list[str]:
@@ -52,21 +60,23 @@ def save_pt2(program, folder) -> list[str]:
     return [PT2_FILE]
 
 
-def save_onnx(graph, example, input_names, max_len: int, folder) -> list[str]:
-    """``folder/model.onnx`` (+ ``model.onnx.data``) via the dynamo ONNX exporter, with the
-    inputs and outputs named as in the signature and the dimensions named ``batch`` and
-    ``history``; returns the file names written."""
+def save_onnx(program, example, input_names, max_len: int, folder) -> list[str]:
+    """``folder/model.onnx`` (+ ``model.onnx.data``): the ``torch.export`` program of
+    :func:`export_program` through the dynamo ONNX exporter, with the inputs and outputs named
+    as in the signature; the dynamic shapes given again name the dimensions ``batch`` and
+    ``history`` (without them the ONNX file would call them by their symbols, ``s33``...);
+    returns the file names written."""
     optional.require("onnx", "--format onnx")
     optional.require("onnxscript", "--format onnx")
     path = os.path.join(folder, ONNX_FILE)
     with warnings.catch_warnings(), _quiet_stdout():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph, example, dynamo=True, opset_version=ONNX_OPSET,
-                                    input_names=list(input_names),
-                                    output_names=[output["name"] for output in OUTPUTS],
-                                    dynamic_shapes=dynamic_shapes(input_names, max_len),
-                                    report=False, verify=False)
-        program.save(path, external_data=True)
+        onnx_program = torch.onnx.export(program, example, dynamo=True, opset_version=ONNX_OPSET,
+                                         dynamic_shapes=dynamic_shapes(input_names, max_len),
+                                         input_names=list(input_names),
+                                         output_names=[output["name"] for output in OUTPUTS],
+                                         report=False, verify=False)
+        onnx_program.save(path, external_data=True)
     files = [ONNX_FILE]
     if os.path.exists(os.path.join(folder, ONNX_DATA_FILE)):
         files.append(ONNX_DATA_FILE)

@@ -2,8 +2,8 @@
 
 The run is ``Transformer_DCN_MicroLens_tiny`` trained for one epoch on the tiny synthetic data
 in a working folder laid out like a user's clone (config/, data/, prediction.py). Its history
-is padded inside the exported graph (its last-k block needs 4 columns), so the serving tests
-cover that path; the contract test covers the models whose history stays as given.
+stays dynamic in the exported graph (1..max_len columns, as given); the contract test covers
+the one model whose history is padded inside the graph (DIEN).
 """
 from __future__ import annotations
 

@@ -73,6 +73,8 @@ def test_every_model_exports_and_passes_parity(built, fmt, tmp_path):
     signature = json.loads((out / "signature.json").read_text())
     assert [spec["name"] for spec in signature["inputs"]] == INPUTS
     assert signature["dims"]["history"] == {"min": 1, "max": model.max_len}
+    # The history stays dynamic inside the graph for every model whose layers allow it.
+    assert signature["history"]["padded_in_graph"] == (not model.exports_dynamic_history)
     assert signature["ignored_fields"] == [contract.USER_ID]
     assert signature["items"]["vocab_size"] == catalogue.num_rows
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
@@ -91,6 +93,20 @@ def test_every_model_exports_and_passes_parity(built, fmt, tmp_path):
         np.testing.assert_allclose(artifact.logits(columns),
                                    eager["logit"].reshape(-1).numpy(),
                                    rtol=tolerance.rtol, atol=tolerance.atol)
+
+
+def test_a_padding_dependent_model_gets_its_history_padded_in_the_graph(
+        tiny_dataset, tmp_path_factory, tmp_path):
+    """The legacy mask makes Transformer_DCN's output depend on the padding width: the graph
+    pads every history to max_len, so the artifact scores as the model trained at that width."""
+    model, feature_map, catalogue, params = tiny_model(
+        "Transformer_DCN", tiny_dataset, tmp_path_factory, legacy_mask=True)
+    result = write_artifact(model, feature_map, catalogue, params["valid_data"],
+                            str(tmp_path / "artifact"), "pt2")
+    assert result["padded_in_graph"]
+    signature = json.loads((tmp_path / "artifact" / "signature.json").read_text())
+    assert signature["history"]["padded_in_graph"]
+    assert signature["dims"]["history"] == {"min": 1, "max": model.max_len}
 
 
 def test_an_embedded_user_id_is_an_input(tiny_dataset, tmp_path_factory, tmp_path):
