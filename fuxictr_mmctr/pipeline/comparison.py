@@ -38,6 +38,7 @@ from fuxictr_mmctr.data import schema as contract
 from fuxictr_mmctr.errors import UserError
 from fuxictr_mmctr.fileio import write_text_atomic
 from fuxictr_mmctr.pipeline import row_analysis, run_record
+from fuxictr_mmctr.pipeline.child_process import die_with_parent
 
 #: Columns of ``comparison.csv``, in order.
 CSV_COLUMNS = (
@@ -212,31 +213,9 @@ def _start(run: PlannedRun, config_dir: str, device: int, cpu_slots: int):
     log = open(run.log_path, "w", encoding="utf-8")
     try:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent(os.getpid()))
+                                preexec_fn=die_with_parent(os.getpid()))
     finally:
         log.close()  # the child holds its own copy
-
-
-def _die_with_parent(parent_pid: int):
-    """A ``preexec_fn`` that makes the run's process die with the comparison's, even when that
-    one is killed with SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere ``None``, and an
-    interrupted comparison still stops its children in :func:`run_all`)."""
-    if not sys.platform.startswith("linux"):
-        return None
-
-    def arrange() -> None:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before the line above
-            os._exit(1)
-
-    return arrange
-
-
-#: ``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
 
 
 def _finish(run: PlannedRun, process) -> None:

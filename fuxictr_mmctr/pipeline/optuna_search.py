@@ -246,7 +246,7 @@ def run_search(config_file: str, gpus: list[int], workers: int | None = None) ->
 def _run_worker_processes(plan: SearchPlan, gpus: list[int], deadline) -> int:
     """One ``python -m fuxictr_mmctr.pipeline.optuna_worker`` per device slot; the first
     non-zero exit status of theirs, or 0."""
-    from fuxictr_mmctr.pipeline.comparison import _die_with_parent
+    from fuxictr_mmctr.pipeline.child_process import die_with_parent
 
     env = dict(os.environ)
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -262,7 +262,7 @@ def _run_worker_processes(plan: SearchPlan, gpus: list[int], deadline) -> int:
             if deadline is not None:
                 command += ["--deadline", repr(deadline)]
             processes.append(subprocess.Popen(command, env=env,
-                                              preexec_fn=_die_with_parent(os.getpid())))
+                                              preexec_fn=die_with_parent(os.getpid())))
         codes = [process.wait() for process in processes]
     except BaseException:
         for process in processes:
