@@ -12,7 +12,8 @@ Each switch is a model-config key read by :class:`~fuxictr_mmctr.training.traine
   marked dynamic, so the last short batch, evaluation batches and trimmed histories reuse the
   graph instead of compiling one per shape. Where ``torch.compile`` cannot run (no C++
   compiler for the CPU backend, no Triton or a GPU older than compute capability 7.0, a Python
-  that TorchDynamo does not support), training runs uncompiled after one warning line.
+  that TorchDynamo does not support) the run stops before training with one ``error:`` line,
+  and so does a compiler failure on the first batch: ``compile: False`` trains uncompiled.
 * ``tf32: true`` (default): in training steps, float32 matmuls and convolutions on CUDA use
   TF32 tensor cores (:func:`tf32`); evaluation and prediction never do.
 * ``fused_optimizer: true`` (default): on CUDA, optimizers that have a fused kernel (Adam,
@@ -23,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
-import logging
 import os
 import shutil
 import sys
@@ -36,7 +36,6 @@ from fuxictr_mmctr.errors import UserError
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: The ``torch.compile`` backend (tests swap in a counting backend).
 COMPILE_BACKEND = "inductor"
-logger = logging.getLogger(__name__)
 
 
 def autocast_dtype(precision: str, device: torch.device):
@@ -133,15 +132,15 @@ def mark_dynamic(batch: dict) -> dict:
 
 
 def compile_requested(on: bool, device: torch.device) -> bool:
-    """Whether to compile: ``on`` and possible here; asked for but impossible -> one warning
-    line naming why, and ``False``."""
+    """Whether to compile: ``on``; asked for but impossible here -> :class:`UserError` naming
+    why (a run never trains uncompiled when compiling was asked for)."""
     if not on:
         return False
     reason = compile_unavailable(device)
     if reason is not None:
-        logger.warning(f"compile: True is not supported here ({reason}); this run trains "
-                       f"uncompiled")
-    return reason is None
+        raise UserError(f"compile: True cannot run here ({reason}); set compile: False to train "
+                        f"uncompiled")
+    return True
 
 
 class CompiledForward:
@@ -151,36 +150,47 @@ class CompiledForward:
         module: the model (or its ``DistributedDataParallel`` wrapper).
 
     ``__call__(batch) -> module's output``. The module itself stays uncompiled (its state dict
-    and checkpoints keep their keys). A failure of the compiler stack (not of the model) sets
-    :attr:`failed`, logs one warning line, and runs the module uncompiled from then on.
+    and checkpoints keep their keys). A failure of the compiler stack (not of the model) is a
+    :class:`UserError` naming the compiler's reason: the run stops instead of going on
+    uncompiled.
     """
 
     def __init__(self, module):
         self.module = module
         self.compiled = torch.compile(module, backend=COMPILE_BACKEND, dynamic=None)
-        self.failed = False
 
     def __call__(self, batch: dict):
-        if self.failed:
-            return self.module(batch)
         try:
             return self.compiled(mark_dynamic(batch))
         except compile_errors() as error:
-            self.failed = True
-            logger.warning(f"compile: torch.compile failed ({first_line(error)}); this run "
-                           f"goes on uncompiled")
-            return self.module(batch)
+            raise UserError(f"compile: torch.compile failed on {model_name(self.module)} "
+                            f"({compiler_reason(error)}); set compile: False to train "
+                            f"uncompiled") from None
 
 
 def compile_errors() -> tuple:
-    """Errors of the compiler stack (not of the model), after which training goes on
-    uncompiled."""
+    """Errors of the compiler stack (not of the model)."""
     errors = [torch._dynamo.exc.BackendCompilerFailed]
     try:
         from torch._inductor.exc import InductorError
     except ImportError:
         return tuple(errors)
     return (*errors, InductorError)
+
+
+def model_name(module) -> str:
+    """The model's class name, through a ``DistributedDataParallel`` wrapper."""
+    return type(getattr(module, "module", module)).__name__
+
+
+def compiler_reason(error: BaseException) -> str:
+    """One line: the compiler error's first line, and its cause's when that says more (dynamo
+    wraps a backend's exception as ``backend='...' raised:`` with the reason below)."""
+    lines = [first_line(error)]
+    cause = getattr(error, "inner_exception", None) or error.__cause__
+    if cause is not None and first_line(cause) not in lines[0]:
+        lines.append(f"{type(cause).__name__}: {first_line(cause)}")
+    return " ".join(lines)
 
 
 def first_line(error: BaseException) -> str:
@@ -192,5 +202,6 @@ def first_line(error: BaseException) -> str:
 
 
 __all__ = ["COMPILE_BACKEND", "CompiledForward", "PRECISIONS", "autocast", "autocast_dtype",
-           "compile_errors", "compile_requested", "compile_unavailable", "first_line", "grad_scaler", "mark_dynamic",
+           "compile_errors", "compile_requested", "compile_unavailable", "compiler_reason",
+           "first_line", "grad_scaler", "mark_dynamic", "model_name",
            "optimizer_options", "tf32"]

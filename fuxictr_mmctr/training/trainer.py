@@ -222,10 +222,7 @@ class Trainer:
             return module(batch)
         if id(module) not in self._compiled:
             self._compiled[id(module)] = speed.CompiledForward(module)
-        compiled = self._compiled[id(module)]
-        output = compiled(batch)
-        self.compiling = not compiled.failed
-        return output
+        return self._compiled[id(module)](batch)
 
     def lr_decay(self, factor: float | None = None, min_lr: float = 1e-6) -> float:
         """Multiply every learning rate by ``factor`` (default: the config's

@@ -3,7 +3,6 @@ compile (dynamic shapes, clean fallback), fused-optimizer options, and the datas
 ``loader:`` block reaching the loader (with history trimming)."""
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
@@ -153,42 +152,35 @@ def test_compile_reuses_its_graphs_for_new_batch_sizes_and_widths(tmp_path, coun
     assert len(counting_backend) == compiled
 
 
-def test_compile_where_unsupported_trains_uncompiled_after_one_warning(tmp_path, monkeypatch,
-                                                                       caplog):
-    caplog.set_level(logging.WARNING)
+def test_compile_where_unsupported_is_an_error_not_an_uncompiled_run(tmp_path, monkeypatch):
+    """compile: True that cannot be honoured stops the run before it trains (no fallback)."""
     monkeypatch.setattr(speed, "compile_unavailable", lambda device: "no C++ compiler here")
-    model = tiny_transformer_dcn(tmp_path / "a", compile=True)
-    reference = tiny_transformer_dcn(tmp_path / "b")
-    assert not model.trainer.compiling
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["compile: True is not supported here (no C++ compiler here); this run "
-                        "trains uncompiled"]
-    for trained in (model, reference):
-        torch.manual_seed(1)  # the same dropout masks
-        trained.fit(Batches(batches_of([32] * 3)), epochs=1)
-    batch = make_batch(seed=2)
-    with torch.no_grad():
-        assert torch.equal(model.eval()(batch)["logit"], reference.eval()(batch)["logit"])
+    model = tiny_transformer_dcn(tmp_path, compile=True)
+    with pytest.raises(UserError) as error:
+        model.trainer  # noqa: B018 - the trainer is built on first use
+    assert str(error.value) == ("compile: True cannot run here (no C++ compiler here); set "
+                                "compile: False to train uncompiled")
 
 
-def test_a_compiler_failure_falls_back_to_eager_with_one_warning(tmp_path, monkeypatch, caplog):
+def test_a_compiler_failure_is_an_error_not_an_uncompiled_run(tmp_path, monkeypatch):
     def broken_backend(graph_module, example_inputs):
         raise RuntimeError("the C++ compiler crashed")
 
     torch._dynamo.reset()
     monkeypatch.setattr(speed, "COMPILE_BACKEND", broken_backend)
-    caplog.set_level(logging.WARNING)
     model = tiny_transformer_dcn(tmp_path, compile=True)
     assert model.trainer.compiling
     try:
         model.train()
-        loss = model.trainer.compute_loss(make_batch())
+        with pytest.raises(UserError) as error:
+            model.trainer.compute_loss(make_batch())
     finally:
         torch._dynamo.reset()
-    assert torch.isfinite(loss) and not model.trainer.compiling
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and warnings[0].startswith("compile: torch.compile failed (")
-    assert "this run goes on uncompiled" in warnings[0]
+    message = str(error.value)
+    assert message.startswith("compile: torch.compile failed on Transformer_DCN (")
+    assert "the C++ compiler crashed" in message
+    assert message.endswith("set compile: False to train uncompiled")
+    assert "\n" not in message
 
 
 # --- fused optimizers and TF32 ---------------------------------------------------------------
