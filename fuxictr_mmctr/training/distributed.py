@@ -129,13 +129,30 @@ def main_first(group: ProcessGroup):
     """Run the block on rank 0 first, then on the other ranks.
 
     For steps that create shared files (synthetic data, ``feature_map.json``, the array cache):
-    rank 0 makes them, the others find them made.
+    rank 0 makes them, the others find them made. An error in rank 0's block reaches every rank
+    as in :func:`run_on_main` (the same :class:`UserError`, or a ``RuntimeError`` naming it), and
+    the others skip the block: no rank waits for a rank 0 that has stopped.
     """
-    if group.is_distributed and not group.is_main:
-        dist.barrier()
+    if not group.is_distributed:
+        yield
+        return
+    if group.is_main:
+        try:
+            yield
+        except UserError as error:
+            broadcast_object(("user_error", str(error)))
+            raise
+        except Exception as error:
+            broadcast_object(("error", f"{type(error).__name__}: {_first_line(error)}"))
+            raise
+        broadcast_object(("ok", None))
+        return
+    status, value = broadcast_object(None)
+    if status == "user_error":
+        raise UserError(value)
+    if status == "error":
+        raise RuntimeError(f"process 0 failed while preparing the shared files ({value})")
     yield
-    if group.is_distributed and group.is_main:
-        dist.barrier()
 
 
 # ---------------------------------------------------------------------- collectives
