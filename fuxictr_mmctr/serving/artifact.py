@@ -12,8 +12,8 @@ when complete (:func:`artifact_folder`), so a reader never sees half an artifact
 export leaves the previous one as it was.
 
 :class:`Artifact` loads a folder with nothing but the package's serving modules and scores id
-arrays: ``artifact.logits(columns)`` for one graph call, :meth:`Artifact.score_split` for a
-whole parquet split in batches.
+arrays: ``artifact.logits(columns)`` for a batch (one graph call per history-length group),
+:meth:`Artifact.score_split` for a whole parquet split in batches.
 """
 from __future__ import annotations
 
@@ -265,11 +265,38 @@ class Artifact:
         return cls(folder, signature, _runner(folder, signature, threads),
                    ItemIds.read(folder, signature))
 
-    def logits(self, columns: dict) -> np.ndarray:
-        """One graph call: ``{input name: (B,) or (B, h) int array}`` (rows, not raw ids;
-        ``1 <= h <= max_len``) -> ``(B,) float32`` logits."""
+    def logits(self, columns: dict, by_length: bool = True) -> np.ndarray:
+        """``{input name: (B,) or (B, h) int array}`` (rows, not raw ids; ``1 <= h <=
+        max_len``) -> ``(B,) float32`` logits, in row order.
+
+        The exported graph computes every row at the batch's history width ``h``. With the
+        history as given in the graph (``padded_in_graph`` false) and ``by_length``, rows are
+        grouped by the width their own history needs, on the training loader's bucket ladder
+        (8, 16, 32, ... columns, up to ``h``), and each group is one graph call at its width
+        (:func:`length_groups`): a batch of mostly short histories does not pay for its
+        longest one. Dropping left padding does not change such a graph's scores (the export
+        checked it), so the logits are those of one call, up to float rounding. Otherwise, and
+        for a batch of one width, one graph call.
+        """
         arrays = [np.ascontiguousarray(columns[name], dtype=np.int64)
                   for name in self.signature.input_names]
+        history = self.signature.input_names.index(contract.ITEM_SEQ)
+        if not by_length or self.signature.padded_in_graph:
+            return self._call(arrays)
+        groups = length_groups(arrays[history])
+        if len(groups) == 1:
+            rows, width = groups[0]
+            arrays[history] = np.ascontiguousarray(arrays[history][:, -width:])
+            return self._call(arrays)
+        logits = np.empty(len(arrays[0]), dtype=np.float32)
+        for rows, width in groups:
+            part = [array[rows] for array in arrays]
+            part[history] = np.ascontiguousarray(part[history][:, -width:])
+            logits[rows] = self._call(part)
+        return logits
+
+    def _call(self, arrays: list) -> np.ndarray:
+        """One graph call on ready int64 arrays: ``(B,) float32`` logits."""
         logits = np.asarray(self._runner(arrays), dtype=np.float32).reshape(-1)
         if len(logits) != len(arrays[0]):
             raise UserError(f"{self.folder}: the graph returned {len(logits)} scores for "
@@ -288,6 +315,21 @@ class Artifact:
         parts = [self.logits({name: batch[name].numpy() for name in self.signature.input_names})
                  for batch in loader]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def length_groups(item_seq: np.ndarray) -> list:
+    """Rows grouped by the history width they need: ``(B, h)`` left-padded ids -> ``[(rows
+    (n,) int64, width), ...]``, widths ascending on the loader's bucket ladder over ``h``
+    (:func:`~fuxictr_mmctr.data.history_plan.bucket_ladder`); a row's width holds its real
+    items (at least one column, so an empty history is one padding column)."""
+    from fuxictr_mmctr.data.history_plan import bucket_ladder
+
+    batch, width = item_seq.shape
+    real = item_seq != contract.PADDING_ID
+    spans = np.where(real.any(axis=1), width - real.argmax(axis=1), 0)       # (B,)
+    ladder = np.asarray(bucket_ladder(width), dtype=np.int64)
+    needed = ladder[np.searchsorted(ladder, np.maximum(spans, 1))]            # (B,)
+    return [(np.flatnonzero(needed == value), int(value)) for value in np.unique(needed)]
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
