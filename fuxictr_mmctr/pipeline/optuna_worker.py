@@ -15,8 +15,9 @@ Workers share the study (``--workers K``, other machines) and keep it whole:
   ``STALE_AFTER_SECONDS``;
 * a worker starts a trial only while finished plus running trials are fewer than ``trials``,
   and after ``ask`` gives the trial up again (failed, ``skipped: surplus``) if trials with lower
-  numbers already fill the count; a sampled parameter set equal to a finished trial's is not
-  trained again (failed, ``skipped: repeats trial N``) and a new one is drawn.
+  numbers already fill the count; a sampled parameter set equal to a finished trial's, or to
+  one a lower-numbered trial is training, is not trained again (failed, ``skipped: repeats
+  trial N``) and a new one is drawn.
 
 ``python -m fuxictr_mmctr.pipeline.optuna_worker --config FILE --gpu N`` is one worker process
 (:func:`~fuxictr_mmctr.pipeline.optuna_search.run_search` starts them).
@@ -239,9 +240,15 @@ def _skip(study, trial, why: str) -> None:
 
 
 def _repeated(study, trial) -> int | None:
-    """The number of a finished trial with the same parameters, if any."""
-    return next((done.number for done in finished_trials(study) if done.params == trial.params),
-                None)
+    """The number of a trial with the same parameters that ``trial`` must give way to, if any:
+    a finished one, or one running with a lower number (two workers that asked at once drew the
+    same set; the later trial yields, the earlier trains)."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    earlier = [other for other in running if other.number < trial.number]
+    return next((other.number for other in [*finished_trials(study), *earlier]
+                 if other.params == trial.params), None)
 
 
 def run_worker(plan: SearchPlan, gpu: int, deadline: float | None = None) -> None:

@@ -271,3 +271,21 @@ def test_a_running_trial_is_abandoned_when_its_process_is_gone_or_its_heartbeat_
     assert optuna_worker._abandoned(elsewhere, now) is None
     stale = running("other-host:1:1", now - optuna_worker.STALE_AFTER_SECONDS - 5)
     assert "no heartbeat from its worker (other-host:1:1)" in optuna_worker._abandoned(stale, now)
+
+
+def test_a_set_another_worker_is_already_training_is_a_repeat_for_the_later_trial():
+    """Two workers asking at once may draw the same set (a small space, a random sampler): the
+    trial with the higher number gives way, the lower one trains."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    space = {"learning_rate": optuna.distributions.CategoricalDistribution([1e-3, 2e-3])}
+    study.enqueue_trial({"learning_rate": 1e-3})
+    study.enqueue_trial({"learning_rate": 1e-3})
+    study.enqueue_trial({"learning_rate": 2e-3})
+    first, second, other = (study.ask(space) for _ in range(3))   # all three running
+    assert first.params == second.params
+    assert optuna_worker._repeated(study, second) == first.number
+    assert optuna_worker._repeated(study, first) is None
+    assert optuna_worker._repeated(study, other) is None
