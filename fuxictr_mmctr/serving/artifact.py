@@ -33,6 +33,9 @@ from fuxictr_mmctr.serving.signature import SIGNATURE_FILE, Signature
 
 #: File holding a catalogue's own item ids: row ``r`` of the item table is ``item_id[r - 1]``.
 ID_MAP_FILE = "item_ids.parquet"
+#: Batches of fewer rows are scored in one graph call, not in history-length groups
+#: (benchmarks/results/serving.md: at 64 rows the extra calls cost more than the padding).
+MIN_ROWS_TO_GROUP = 256
 
 
 # ---------------------------------------------------------------------------- writing
@@ -275,13 +278,15 @@ class Artifact:
         (8, 16, 32, ... columns, up to ``h``), and each group is one graph call at its width
         (:func:`length_groups`): a batch of mostly short histories does not pay for its
         longest one. Dropping left padding does not change such a graph's scores (the export
-        checked it), so the logits are those of one call, up to float rounding. Otherwise, and
-        for a batch of one width, one graph call.
+        checked it), so the logits are those of one call, up to float rounding. Otherwise, for
+        a batch of one width, and below :data:`MIN_ROWS_TO_GROUP` rows (where the cost of each
+        extra call outweighs the padding it saves), one graph call.
         """
         arrays = [np.ascontiguousarray(columns[name], dtype=np.int64)
                   for name in self.signature.input_names]
         history = self.signature.input_names.index(contract.ITEM_SEQ)
-        if not by_length or self.signature.padded_in_graph:
+        if (not by_length or self.signature.padded_in_graph
+                or len(arrays[0]) < MIN_ROWS_TO_GROUP):
             return self._call(arrays)
         groups = length_groups(arrays[history])
         if len(groups) == 1:

@@ -83,8 +83,8 @@ def test_every_model_exports_and_passes_parity(built, fmt, tmp_path):
     artifact = Artifact.load(out)
     tolerance = TOLERANCES["fp32"]
     model.eval()
-    # (64 rows at max_len: histories of every length, scored in length groups)
-    for count, width in ((3, 1), (1, model.max_len), (7, 5), (64, model.max_len)):
+    # (300 rows at max_len: histories of every length, scored in length groups)
+    for count, width in ((3, 1), (1, model.max_len), (7, 5), (300, model.max_len)):
         columns = rows_of(params["valid_data"], count, width)
         full = dict(columns)
         full[contract.ITEM_SEQ] = np.pad(columns[contract.ITEM_SEQ],

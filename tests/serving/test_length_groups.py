@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from fuxictr_mmctr.serving.artifact import Artifact, ItemIds, length_groups
+from fuxictr_mmctr.serving.artifact import MIN_ROWS_TO_GROUP, Artifact, ItemIds, length_groups
 from fuxictr_mmctr.serving.signature import InputSpec, Signature
 
 MAX_LEN = 40
@@ -49,7 +49,7 @@ def test_rows_are_grouped_on_the_bucket_ladder():
 
 
 def test_one_call_per_group_and_the_scores_in_row_order():
-    columns = batch_of([0, 1, 8, 9, 16, 17, 33, 40, 3] * 5, seed=1)
+    columns = batch_of([0, 1, 8, 9, 16, 17, 33, 40, 3] * 40, seed=1)      # 360 rows
     runner = RecordingRunner()
     artifact = Artifact("folder", SIGNATURE, runner, ItemIds(100))
     grouped = artifact.logits(columns)
@@ -62,12 +62,19 @@ def test_one_call_per_group_and_the_scores_in_row_order():
 def test_a_batch_of_short_histories_is_called_at_their_width():
     runner = RecordingRunner()
     artifact = Artifact("folder", SIGNATURE, runner, ItemIds(100))
-    artifact.logits(batch_of([2, 5, 0, 7]))
+    artifact.logits(batch_of([2, 5, 0, 7] * 100))
     assert runner.widths == [8]
+
+
+def test_a_small_batch_is_one_call_as_it_is():
+    runner = RecordingRunner()
+    artifact = Artifact("folder", SIGNATURE, runner, ItemIds(100))
+    artifact.logits(batch_of([2, 40] * ((MIN_ROWS_TO_GROUP - 1) // 2)))
+    assert runner.widths == [MAX_LEN]
 
 
 def test_a_graph_that_pads_the_history_itself_gets_the_batch_as_it_is():
     runner = RecordingRunner()
     padded = dataclasses.replace(SIGNATURE, padded_in_graph=True)
-    Artifact("folder", padded, runner, ItemIds(100)).logits(batch_of([2, 5, 40]))
+    Artifact("folder", padded, runner, ItemIds(100)).logits(batch_of([2, 5, 40] * 100))
     assert runner.widths == [MAX_LEN]
