@@ -289,13 +289,9 @@ class Artifact:
                 or len(arrays[0]) < MIN_ROWS_TO_GROUP):
             return self._call(arrays)
         groups = length_groups(arrays[history])
-        if len(groups) == 1:
-            rows, width = groups[0]
-            arrays[history] = np.ascontiguousarray(arrays[history][:, -width:])
-            return self._call(arrays)
         logits = np.empty(len(arrays[0]), dtype=np.float32)
         for rows, width in groups:
-            part = [array[rows] for array in arrays]
+            part = list(arrays) if len(groups) == 1 else [array[rows] for array in arrays]
             part[history] = np.ascontiguousarray(part[history][:, -width:])
             logits[rows] = self._call(part)
         return logits

@@ -163,7 +163,7 @@ def _trace(model, names, max_len: int, columns: dict, autocast):
     from fuxictr_mmctr.layers.packing import history_trim_exact
 
     example = example_inputs(columns, names)
-    as_given = history_trim_exact(model) and getattr(model, "exports_dynamic_history", True)
+    as_given = history_trim_exact(model) and model.exports_dynamic_history
     attempts = [False, True] if as_given else [True]
     failure = None
     for pad in attempts:

@@ -139,19 +139,12 @@ def main_first(group: ProcessGroup):
     if group.is_main:
         try:
             yield
-        except UserError as error:
-            broadcast_object(("user_error", str(error)))
-            raise
         except Exception as error:
-            broadcast_object(("error", f"{type(error).__name__}: {_first_line(error)}"))
+            broadcast_object(_failure(error))
             raise
         broadcast_object(("ok", None))
         return
-    status, value = broadcast_object(None)
-    if status == "user_error":
-        raise UserError(value)
-    if status == "error":
-        raise RuntimeError(f"process 0 failed while preparing the shared files ({value})")
+    _raise_failure(*broadcast_object(None), doing="preparing the shared files")
     yield
 
 
@@ -215,18 +208,31 @@ def run_on_main(function):
         try:
             outcome = ("ok", function())
         except UserError as error:
-            outcome = ("user_error", str(error))
+            outcome = _failure(error)
         except Exception as error:  # noqa: BLE001 - told to every rank, then re-raised
             error_on_main = error
-            outcome = ("error", f"{type(error).__name__}: {_first_line(error)}")
+            outcome = _failure(error)
     status, value = broadcast_object(outcome)
     if error_on_main is not None:
         raise error_on_main
+    _raise_failure(status, value, doing="computing a shared result")
+    return value
+
+
+def _failure(error: Exception) -> tuple:
+    """What rank 0 tells the others of its error: ``("user_error", message)`` or ``("error",
+    "Type: first line")``."""
+    if isinstance(error, UserError):
+        return "user_error", str(error)
+    return "error", f"{type(error).__name__}: {_first_line(error)}"
+
+
+def _raise_failure(status: str, value, doing: str) -> None:
+    """On a rank other than 0: raise what rank 0 told (:func:`_failure`); nothing for ``ok``."""
     if status == "user_error":
         raise UserError(value)
     if status == "error":
-        raise RuntimeError(f"process 0 failed while computing a shared result ({value})")
-    return value
+        raise RuntimeError(f"process 0 failed while {doing} ({value})")
 
 
 def _first_line(error: BaseException) -> str:
