@@ -56,6 +56,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny configs on self-generated tiny data, fewer repetitions")
+    parser.add_argument("--real", action="store_true",
+                        help="the <Model>_MicroLens50k configs on the real MicroLens50k rows "
+                             "(data/MicroLens50k, made by fuxictr-mmctr microlens) -> "
+                             "results/serving_real50k.md")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
     parser.add_argument("--repeats", type=int, default=None,
@@ -74,12 +78,13 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------------------------------------
 # models and artifacts
-def load_model(name: str, quick: bool, config: str, workdir: str):
-    """``(model, feature_map, catalogue, params, weights)`` of ``<name>``'s demo (or tiny)
-    expid; ``weights`` says whether a trained checkpoint was loaded."""
+def load_model(name: str, quick: bool, config: str, workdir: str, real: bool = False):
+    """``(model, feature_map, catalogue, params, weights)`` of ``<name>``'s demo (tiny, or
+    real-data) expid; ``weights`` says whether a trained checkpoint was loaded."""
     from fuxictr_mmctr.pipeline.experiment import build_model, load_params, prepare
 
-    expid = f"{name}_MicroLens_{'tiny' if quick else 'demo'}"
+    expid = (f"{name}_MicroLens50k" if real
+             else f"{name}_MicroLens_{'tiny' if quick else 'demo'}")
     params = load_params(config, expid)
     params["gpu"], params["verbose"] = -1, 0
     if quick:
@@ -265,8 +270,11 @@ def machine() -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Serving latency{' (quick: tiny configs, untrained)' if report['quick'] else ''}",
-             "", f"`python benchmarks/serving.py{' --quick' if report['quick'] else ''}` on "
+    title = (" (quick: tiny configs, untrained)" if report["quick"]
+             else " (real MicroLens50k rows)" if report.get("real") else "")
+    lines = [f"# Serving latency{title}",
+             "", f"`{' '.join(['python benchmarks/serving.py', report.get('argv', '')]).strip()}`"
+             " on "
              f"{report['machine']}; {report['threads']} intra-op thread(s); "
              f"{report['repeats']} timed calls per cell; load average "
              f"{report['load_average'][0]:.1f} at the start (other jobs share the cores when it "
@@ -327,14 +335,15 @@ def main(argv=None) -> None:
     request_sizes = [int(size) for size in args.request_rows.split(",")]
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     workdir = tempfile.mkdtemp(prefix="serving_benchmark_")
-    report = {"quick": args.quick, "machine": machine(), "threads": args.threads,
+    report = {"quick": args.quick, "real": args.real, "argv": " ".join(argv or sys.argv[1:]),
+              "machine": machine(), "threads": args.threads,
               "load_average": [round(value, 2) for value in os.getloadavg()],
               "repeats": repeats, "versions": _versions(), "models": []}
     first_pt2 = first_split = None
     try:
         for name in [name.strip() for name in args.models.split(",") if name.strip()]:
             expid, model, feature_map, catalogue, params, checkpoint = load_model(
-                name, args.quick, args.config, workdir)
+                name, args.quick, args.config, workdir, real=args.real)
             print(f"{expid}: exporting", flush=True)
             artifacts = {}
             for fmt in ("pt2", "onnx"):
@@ -401,7 +410,7 @@ def main(argv=None) -> None:
             report["load_test"] = load
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    stem = "serving_quick" if args.quick else "serving"
+    stem = "serving_quick" if args.quick else "serving_real50k" if args.real else "serving"
     os.makedirs(args.out, exist_ok=True)
     write_text_atomic(os.path.join(args.out, f"{stem}.json"),
                       json.dumps(report, indent=2, default=str) + "\n")
