@@ -24,6 +24,7 @@ report says which). Nothing in ``checkpoints/`` or ``data/`` is written: artifac
 temporary folder.
 
     python benchmarks/serving.py                 # demo configs -> benchmarks/results/serving.md
+    python benchmarks/serving.py --real --clients 0   # real MicroLens50k rows -> serving_real50k.md
     python benchmarks/serving.py --quick         # tiny configs, self-generated tiny data, fewer
                                                  # repetitions -> results/serving_quick.md
 """
