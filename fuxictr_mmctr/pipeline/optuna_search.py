@@ -161,23 +161,28 @@ def _objective(config_file: str, settings, base_params: dict) -> Objective:
     return Objective(settings.metric, direction)
 
 
-def open_study(plan: SearchPlan):
-    """The plan's study in its storage (created on first use), with its sampler and pruner."""
+def open_storage(plan: SearchPlan):
+    """The optuna storage the plan names: a database URL, or a journal file in an existing folder."""
     optuna = import_optuna(plan.config_file)
     where = f"{plan.config_file}: search.storage"
     if "://" in plan.storage:
         try:
-            storage = optuna.storages.RDBStorage(plan.storage)
+            return optuna.storages.RDBStorage(plan.storage)
         except Exception as error:  # a driver missing, a refused connection, a bad URL
             raise UserError(f"{where}: cannot open {plan.storage} "
                             f"({first_line(error)})") from None
-    else:
-        folder = os.path.dirname(os.path.abspath(plan.storage))
-        if not os.path.isdir(folder):
-            raise UserError(f"{where}: folder {folder} not found (the journal file "
-                            f"{os.path.basename(plan.storage)} goes there)")
-        backend = optuna.storages.journal.JournalFileBackend(plan.storage)
-        storage = optuna.storages.JournalStorage(backend)
+    folder = os.path.dirname(os.path.abspath(plan.storage))
+    if not os.path.isdir(folder):
+        raise UserError(f"{where}: folder {folder} not found (the journal file "
+                        f"{os.path.basename(plan.storage)} goes there)")
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(plan.storage))
+
+
+def open_study(plan: SearchPlan, storage=None):
+    """The plan's study in its storage (created on first use), with its sampler and pruner;
+    ``storage`` is :func:`open_storage`'s, made here when not given."""
+    optuna = import_optuna(plan.config_file)
+    storage = open_storage(plan) if storage is None else storage
     study = optuna.create_study(storage=storage, study_name=plan.study_name,
                                 sampler=make_sampler(optuna, plan.settings.sampler),
                                 pruner=make_pruner(optuna, plan.settings.pruner),

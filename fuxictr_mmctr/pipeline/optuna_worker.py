@@ -34,7 +34,8 @@ import traceback
 
 from fuxictr_mmctr.errors import UserError, exit_on_user_error
 from fuxictr_mmctr.pipeline.optuna_search import (Objective, SearchPlan, first_line,
-                                                  import_optuna, open_study, plan_search)
+                                                  import_optuna, open_storage, open_study,
+                                                  plan_search)
 
 #: Intermediate values are reported at thousandths of an epoch (optuna steps are integers).
 STEPS_PER_EPOCH = 1000
@@ -93,11 +94,12 @@ def _abandoned(trial, now: float) -> str | None:
     return None
 
 
-def fail_abandoned_trials(study) -> list[int]:
-    """Mark the running trials whose worker is gone as failed; returns their numbers."""
+def fail_abandoned_trials(study, storage) -> list[int]:
+    """Mark the running trials whose worker is gone as failed; returns their numbers.
+    ``storage`` is the study's (:func:`open_storage`): a frozen trial's attributes are written
+    through it."""
     from optuna.trial import TrialState
 
-    storage = study._storage  # noqa: SLF001 - optuna keeps no public handle on it
     study_id = storage.get_study_id_from_name(study.study_name)
     failed = []
     now = time.time()
@@ -256,11 +258,12 @@ def run_worker(plan: SearchPlan, gpu: int, deadline: float | None = None) -> Non
     (``time.time()``) has passed; write the CSV after each of its trials."""
     from fuxictr_mmctr.pipeline import optuna_report
 
-    study = open_study(plan)
+    storage = open_storage(plan)
+    study = open_study(plan, storage)
     distributions = plan.distributions(import_optuna(plan.config_file))
     failures_in_a_row = repeats_in_a_row = 0
     while True:
-        fail_abandoned_trials(study)
+        fail_abandoned_trials(study, storage)
         finished = len(finished_trials(study))
         if finished >= plan.settings.trials:
             return
