@@ -24,6 +24,8 @@ from fuxictr_mmctr.pipeline import search_space, tuner
 
 #: Complete trials before the median pruner prunes anything.
 PRUNER_STARTUP_TRIALS = 3
+#: Intermediate values are reported at thousandths of an epoch (optuna steps are integers).
+STEPS_PER_EPOCH = 1000
 #: Direction of metrics that can be named in ``search.metric`` without ``direction``.
 METRIC_DIRECTIONS = {"AUC": "maximize", "gAUC": "maximize", "logloss": "minimize"}
 
@@ -185,7 +187,7 @@ def open_study(plan: SearchPlan, storage=None):
     storage = open_storage(plan) if storage is None else storage
     study = optuna.create_study(storage=storage, study_name=plan.study_name,
                                 sampler=make_sampler(optuna, plan.settings.sampler),
-                                pruner=make_pruner(optuna, plan.settings.pruner),
+                                pruner=make_pruner(optuna, plan.settings),
                                 direction=plan.objective.direction, load_if_exists=True)
     if study.direction.name.lower() != plan.objective.direction:
         raise UserError(f"{plan.config_file}: search.direction is {plan.objective.direction}, but "
@@ -202,12 +204,14 @@ def make_sampler(optuna, name: str):
     return optuna.samplers.RandomSampler()
 
 
-def make_pruner(optuna, name: str):
+def make_pruner(optuna, settings: search_space.SearchSettings):
     """``median``: prune a trial whose best value so far is worse than the median of the
-    complete trials' values at the same step, once PRUNER_STARTUP_TRIALS have completed;
-    ``none``."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS)
+    complete trials' values at the same step, once PRUNER_STARTUP_TRIALS have completed and the
+    trial has trained ``prune_after_epochs`` epochs; ``none``."""
+    if settings.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=PRUNER_STARTUP_TRIALS,
+            n_warmup_steps=int(round(settings.prune_after_epochs * STEPS_PER_EPOCH)))
     return optuna.pruners.NopPruner()
 
 

@@ -33,12 +33,10 @@ import time
 import traceback
 
 from fuxictr_mmctr.errors import UserError, exit_on_user_error
-from fuxictr_mmctr.pipeline.optuna_search import (Objective, SearchPlan, first_line,
-                                                  import_optuna, open_storage, open_study,
-                                                  plan_search)
+from fuxictr_mmctr.pipeline.optuna_search import (STEPS_PER_EPOCH, Objective, SearchPlan,
+                                                  first_line, import_optuna, open_storage,
+                                                  open_study, plan_search)
 
-#: Intermediate values are reported at thousandths of an epoch (optuna steps are integers).
-STEPS_PER_EPOCH = 1000
 #: A running trial writes its heartbeat this often ...
 HEARTBEAT_SECONDS = 30
 #: ... and counts as abandoned when none came for this long.

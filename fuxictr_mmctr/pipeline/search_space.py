@@ -27,8 +27,8 @@ SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
 DIRECTIONS = ("maximize", "minimize")
 #: Keys of an optuna ``search:`` block (a grid takes ``type`` only).
-SEARCH_KEYS = ("type", "sampler", "trials", "pruner", "metric", "direction", "storage", "study",
-               "timeout_minutes")
+SEARCH_KEYS = ("type", "sampler", "trials", "pruner", "prune_after_epochs", "metric", "direction",
+               "storage", "study", "timeout_minutes")
 #: Keys of a range in ``tuner_space``.
 RANGE_KEYS = ("low", "high", "type", "log", "step")
 RANGE_TYPES = ("float", "int")
@@ -44,6 +44,7 @@ class SearchSettings:
     trials: int
     sampler: str = "tpe"
     pruner: str = "median"
+    prune_after_epochs: float = 0.0
     metric: str | None = None
     direction: str | None = None
     storage: str | None = None
@@ -162,6 +163,15 @@ def parse_search(config_file: str, config: dict) -> SearchSettings:
             raise UserError(f"{where('timeout_minutes')} must be a positive number, got "
                             f"{value!r}")
         settings["timeout_minutes"] = float(value)
+    if "prune_after_epochs" in block:
+        value = block["prune_after_epochs"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise UserError(f"{where('prune_after_epochs')} must be a number of epochs >= 0, "
+                            f"got {value!r}")
+        if settings.get("pruner", "median") == "none":
+            raise UserError(f"{where('prune_after_epochs')} is set but search.pruner is none, "
+                            f"which prunes nothing; drop one of them")
+        settings["prune_after_epochs"] = float(value)
     return SearchSettings(**settings)
 
 

@@ -75,6 +75,11 @@ BAD_BLOCKS = {
                    "search.pruner must be median or none"),
     "bad direction": ({"type": "optuna", "trials": 2, "direction": "up"}, None,
                       "search.direction must be maximize or minimize"),
+    "negative warm-up": ({"type": "optuna", "trials": 2, "prune_after_epochs": -1}, None,
+                         "search.prune_after_epochs must be a number of epochs >= 0, got -1"),
+    "warm-up without pruner": ({"type": "optuna", "trials": 2, "pruner": "none",
+                                "prune_after_epochs": 1}, None,
+                               "search.prune_after_epochs is set but search.pruner is none"),
     "bad timeout": ({"type": "optuna", "trials": 2, "timeout_minutes": -1}, None,
                     "search.timeout_minutes must be a positive number"),
     "empty study": ({"type": "optuna", "trials": 2, "study": " "}, None,
@@ -173,9 +178,36 @@ def test_a_bad_search_block_on_the_command_line_is_one_error_line(workdir):
         f"error: {config}: search.sampler must be tpe or random, got 'tpee'; did you mean tpe?"]
 
 
+def settings(**block):
+    return search_space.parse_search("t.yaml", {"search": {"type": "optuna", "trials": 2, **block}})
+
+
 def test_pruner_names_map_to_optuna_pruners():
-    assert isinstance(optuna_search.make_pruner(optuna, "median"), optuna.pruners.MedianPruner)
-    assert isinstance(optuna_search.make_pruner(optuna, "none"), optuna.pruners.NopPruner)
+    assert isinstance(optuna_search.make_pruner(optuna, settings()), optuna.pruners.MedianPruner)
+    assert isinstance(optuna_search.make_pruner(optuna, settings(pruner="none")),
+                      optuna.pruners.NopPruner)
+
+
+def lagging_trial_pruned_at(pruner) -> list[bool]:
+    """Whether a trial far below 3 complete ones is pruned at half an epoch and at one epoch."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(optuna_search.PRUNER_STARTUP_TRIALS):
+        trial = study.ask()
+        trial.report(0.9, 500)
+        trial.report(0.9, 1000)
+        study.tell(trial, 0.9)
+    lagging = study.ask()
+    verdicts = []
+    for step in (500, 1000):
+        lagging.report(0.5, step)
+        verdicts.append(lagging.should_prune())
+    return verdicts
+
+
+def test_prune_after_epochs_spares_every_trial_until_that_many_epochs():
+    assert lagging_trial_pruned_at(optuna_search.make_pruner(optuna, settings())) == [True, True]
+    warm = optuna_search.make_pruner(optuna, settings(prune_after_epochs=1))
+    assert lagging_trial_pruned_at(warm) == [False, True]
 
 
 # --- sweeps ---------------------------------------------------------------------------------
@@ -183,7 +215,7 @@ def test_pruner_names_map_to_optuna_pruners():
 def test_pruned_trials_stop_training_and_are_rows_with_their_last_metric(workdir, monkeypatch):
     # A pruner that prunes every trial at its first evaluation (no AUC reaches 0.99).
     monkeypatch.setattr(optuna_search, "make_pruner",
-                        lambda optuna, name: optuna.pruners.ThresholdPruner(lower=0.99))
+                        lambda optuna, settings: optuna.pruners.ThresholdPruner(lower=0.99))
     config = write_tuner(workdir, "pruned", {"type": "optuna", "trials": 2, "sampler": "random"})
     with inside(workdir):
         assert optuna_search.run_search(str(config), [-1]) == 0
