@@ -28,6 +28,15 @@ def location(path=None, column=None, row=None) -> str:
     return ", ".join(parts)
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message, stripped; its type name when the
+    message is empty (compiler and backend errors run to pages)."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
+
+
 def did_you_mean(name, known) -> str:
     """``"; did you mean X?"`` for the known name closest to a mistyped ``name``, else ``""``."""
     close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)

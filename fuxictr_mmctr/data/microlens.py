@@ -56,7 +56,6 @@ from fuxictr_mmctr.data.microlens_release import (
     read_titles,
 )
 from fuxictr_mmctr.data.schema import (
-    ITEM_EMB,
     ITEM_ID,
     ITEM_INFO,
     ITEM_SEQ,

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from fuxictr_mmctr.errors import UserError, location
+from fuxictr_mmctr.errors import UserError, first_line, location
 
 PREDICTION_FILE = "prediction.csv"
 ID_COLUMN = "ID"
@@ -107,7 +107,7 @@ def _read_prediction_csv(zip_path) -> tuple[pd.DataFrame, str]:
             where = f"{zip_path}:{members[0]}"
             raw = archive.read(members[0])
     except DAMAGED_ZIP_ERRORS as error:
-        raise UserError(f"{where}: damaged or unreadable zip ({_first_line(error)}); "
+        raise UserError(f"{where}: damaged or unreadable zip ({first_line(error)}); "
                         f"zip the {PREDICTION_FILE} again") from None
     try:
         frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
@@ -115,11 +115,6 @@ def _read_prediction_csv(zip_path) -> tuple[pd.DataFrame, str]:
         raise UserError(f"{where}: not a readable CSV ({str(error).splitlines()[0]})") from None
     frame.columns = [str(name).strip() for name in frame.columns]
     return frame, where
-
-
-def _first_line(error: Exception) -> str:
-    """The first line of an exception's message (its type name when the message is empty)."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _first(mask: np.ndarray) -> int:

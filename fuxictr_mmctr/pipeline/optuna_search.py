@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from fuxictr_mmctr.errors import UserError, did_you_mean
+from fuxictr_mmctr.errors import UserError, did_you_mean, first_line
 from fuxictr_mmctr.pipeline import search_space, tuner
 
 #: Complete trials before the median pruner prunes anything.
@@ -213,11 +213,6 @@ def make_pruner(optuna, settings: search_space.SearchSettings):
             n_startup_trials=PRUNER_STARTUP_TRIALS,
             n_warmup_steps=int(round(settings.prune_after_epochs * STEPS_PER_EPOCH)))
     return optuna.pruners.NopPruner()
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ---------------------------------------------------------------------------- the search

@@ -32,10 +32,10 @@ import threading
 import time
 import traceback
 
-from fuxictr_mmctr.errors import UserError, exit_on_user_error
+from fuxictr_mmctr.errors import UserError, exit_on_user_error, first_line
 from fuxictr_mmctr.pipeline.optuna_search import (STEPS_PER_EPOCH, Objective, SearchPlan,
-                                                  first_line, import_optuna, open_storage,
-                                                  open_study, plan_search)
+                                                  import_optuna, open_storage, open_study,
+                                                  plan_search)
 
 #: A running trial writes its heartbeat this often ...
 HEARTBEAT_SECONDS = 30

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.errors import UserError, first_line
 
 #: Set to ``1`` under torchrun: take the distributed path also at world size 1.
 FORCE_DDP_VARIABLE = "FUXICTR_MMCTR_FORCE_DDP"
@@ -224,7 +224,7 @@ def _failure(error: Exception) -> tuple:
     "Type: first line")``."""
     if isinstance(error, UserError):
         return "user_error", str(error)
-    return "error", f"{type(error).__name__}: {_first_line(error)}"
+    return "error", f"{type(error).__name__}: {first_line(error)}"
 
 
 def _raise_failure(status: str, value, doing: str) -> None:
@@ -233,11 +233,6 @@ def _raise_failure(status: str, value, doing: str) -> None:
         raise UserError(value)
     if status == "error":
         raise RuntimeError(f"process 0 failed while {doing} ({value})")
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def per_rank_seed(seed: int) -> int:

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 
-from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.errors import UserError, first_line
 from fuxictr_mmctr.fileio import atomic_path
 from fuxictr_mmctr.training import checkpoint as ckpt
 from fuxictr_mmctr.training import distributed
@@ -82,8 +82,7 @@ def restore_state(trainer) -> tuple[int, int]:
         if trainer.scaler.is_enabled() and "grad_scaler" in state:
             trainer.scaler.load_state_dict(state["grad_scaler"])
     except (RuntimeError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise UserError(f"{path}: does not match this model ({first_line})") from None
+        raise UserError(f"{path}: does not match this model ({first_line(error)})") from None
     trainer.stopper.load_state_dict(state["early_stopping"])
     trainer.global_step = state["global_step"]
     trainer.checkpoint_saved = state["checkpoint_saved"]

@@ -30,7 +30,7 @@ import sys
 
 import torch
 
-from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.errors import UserError, first_line
 
 #: ``precision`` values and the autocast dtype each means (``None``: no autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -193,15 +193,7 @@ def compiler_reason(error: BaseException) -> str:
     return " ".join(lines)
 
 
-def first_line(error: BaseException) -> str:
-    """The first non-empty line of an error message (compiler errors run to pages)."""
-    for line in str(error).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(error).__name__
-
-
 __all__ = ["COMPILE_BACKEND", "CompiledForward", "PRECISIONS", "autocast", "autocast_dtype",
            "compile_errors", "compile_requested", "compile_unavailable", "compiler_reason",
-           "first_line", "grad_scaler", "mark_dynamic", "model_name",
+           "grad_scaler", "mark_dynamic", "model_name",
            "optimizer_options", "tf32"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fuxictr_mmctr.errors import UserError
+from fuxictr_mmctr.errors import UserError, first_line
 from fuxictr_mmctr.training import checkpoint as ckpt
 from fuxictr_mmctr.training import distributed
 from fuxictr_mmctr.training.resume import write_weights_record
@@ -27,6 +27,6 @@ def load(model: nn.Module, path: str, device: torch.device) -> None:
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
         name = getattr(model, "model_id", type(model).__name__)
-        raise UserError(f"{path}: weights do not match model {name} ({first_line})") from None
+        raise UserError(f"{path}: weights do not match model {name} "
+                        f"({first_line(error)})") from None

@@ -67,3 +67,25 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_file(tmp_pa
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.model"]
+
+
+class RefusesItsWeights(torch.nn.Linear):
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        raise RuntimeError("")  # an error with no message at all
+
+
+def test_weights_that_fail_to_load_without_a_message_still_give_one_line(tmp_path):
+    from fuxictr_mmctr.training import weights
+
+    path = str(tmp_path / "toy.model")
+    torch.save(torch.nn.Linear(2, 1).state_dict(), path)
+    with pytest.raises(UserError, match=r"weights do not match model RefusesItsWeights "
+                                        r"\(RuntimeError\)$"):
+        weights.load(RefusesItsWeights(2, 1), path, torch.device("cpu"))
+
+
+def test_first_line_is_the_first_non_empty_line_or_the_type_name():
+    from fuxictr_mmctr.errors import first_line
+
+    assert first_line(ValueError("\n  bad shape  \n(details)")) == "bad shape"
+    assert first_line(KeyError()) == "KeyError"
