@@ -92,6 +92,11 @@ class SearchPlan:
                     param.low, param.high, log=param.log, step=param.step)
         return dists
 
+    def base_trial(self) -> dict:
+        """``{key: optuna value}`` of the base expid's own values of the sampled keys (the
+        trial ``search.start_from_base`` puts first)."""
+        return {key: param.label_of(self.base_params[key]) for key, param in self.sampled.items()}
+
     def values_of(self, trial_params: dict) -> dict:
         """The config values of a trial's ``params`` (categorical labels back to values)."""
         return {key: self.sampled[key].value_of(label) for key, label in trial_params.items()
@@ -129,6 +134,8 @@ def plan_search(config_file: str) -> SearchPlan:
         raise UserError(f"{config_file}: search.trials is {settings.trials}, but tuner_space "
                         f"holds only {size} parameter sets")
     objective = _objective(config_file, settings, {**model_params, **fixed})
+    if settings.start_from_base:
+        _check_base_in_space(config_file, expid, sampled, model_params)
     config_dir = tuner.expand_space(config_file, config, fixed)  # checked: now write
     [trial_expid] = tuner.grid_expids(config_dir)
     with open(os.path.join(config_dir, "model_config.yaml"), encoding="utf-8") as handle:
@@ -139,6 +146,17 @@ def plan_search(config_file: str) -> SearchPlan:
     return SearchPlan(config_file, tuner_name, config_dir, trial_expid, base_params, fixed,
                       sampled, settings, objective, storage, settings.study or tuner_name,
                       results_dir)
+
+
+def _check_base_in_space(config_file: str, expid: str, sampled: dict, base_params: dict) -> None:
+    """``search.start_from_base`` needs each sampled key's base value inside its space."""
+    for key, param in sampled.items():
+        if param.label_of(base_params[key]) is None:
+            space = (list(param.values) if isinstance(param, search_space.Choice)
+                     else f"[{param.low}, {param.high}]")
+            raise UserError(f"{config_file}: search.start_from_base: {expid}'s {key} is "
+                            f"{base_params[key]!r}, outside tuner_space.{key} {space}; add it "
+                            f"to the space or drop start_from_base")
 
 
 def _objective(config_file: str, settings, base_params: dict) -> Objective:
@@ -196,6 +214,12 @@ def open_study(plan: SearchPlan, storage=None):
     return study
 
 
+def enqueue_base_trial(study, plan: SearchPlan) -> None:
+    """Put the base expid's own values first in ``study`` (``search.start_from_base``), unless
+    a trial of the study already holds them (a rerun continues the study)."""
+    study.enqueue_trial(plan.base_trial(), skip_if_exists=True)
+
+
 def make_sampler(optuna, name: str):
     """``tpe``: TPE with the constant liar (running trials count as bad for the proposals of
     concurrent workers); ``random``: uniform sampling."""
@@ -232,6 +256,8 @@ def run_search(config_file: str, gpus: list[int], workers: int | None = None) ->
     plan = plan_search(config_file)
     tuner.prepare_grid_data(plan.config_dir)  # once, before the workers start
     study = open_study(plan)
+    if plan.settings.start_from_base:
+        enqueue_base_trial(study, plan)
     deadline = (time.time() + 60 * plan.settings.timeout_minutes
                 if plan.settings.timeout_minutes else None)
     status = 0

@@ -27,8 +27,8 @@ SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
 DIRECTIONS = ("maximize", "minimize")
 #: Keys of an optuna ``search:`` block (a grid takes ``type`` only).
-SEARCH_KEYS = ("type", "sampler", "trials", "pruner", "prune_after_epochs", "metric", "direction",
-               "storage", "study", "timeout_minutes")
+SEARCH_KEYS = ("type", "sampler", "trials", "pruner", "prune_after_epochs", "start_from_base",
+               "metric", "direction", "storage", "study", "timeout_minutes")
 #: Keys of a range in ``tuner_space``.
 RANGE_KEYS = ("low", "high", "type", "log", "step")
 RANGE_TYPES = ("float", "int")
@@ -45,6 +45,8 @@ class SearchSettings:
     sampler: str = "tpe"
     pruner: str = "median"
     prune_after_epochs: float = 0.0
+    #: The first trial trains the base expid's own values of the sampled keys.
+    start_from_base: bool = False
     metric: str | None = None
     direction: str | None = None
     storage: str | None = None
@@ -66,6 +68,13 @@ class Choice:
     def value_of(self, label):
         return self.values[self.labels.index(label)]
 
+    def label_of(self, value):
+        """The label of ``value``; ``None`` when it is not one of the choices."""
+        for choice, label in zip(self.values, self.labels):
+            if choice == value and isinstance(choice, bool) == isinstance(value, bool):
+                return label  # (True == 1 in Python: a bool matches only a bool)
+        return None
+
     def size(self) -> int | None:
         return len(self.values)
 
@@ -82,6 +91,21 @@ class Range:
 
     def value_of(self, label):
         return label
+
+    def label_of(self, value):
+        """``value`` itself when the range holds it (inside, whole for an int range, on the
+        steps when it has some); ``None`` when it does not."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not self.low <= value <= self.high:
+            return None
+        if self.kind == "int" and value != int(value):
+            return None
+        if self.step:
+            steps = (value - self.low) / self.step
+            if abs(steps - round(steps)) > 1e-9:
+                return None
+        return int(value) if self.kind == "int" else float(value)
 
     def size(self) -> int | None:
         """How many values an int range holds; ``None`` for a float range."""
@@ -172,6 +196,11 @@ def parse_search(config_file: str, config: dict) -> SearchSettings:
             raise UserError(f"{where('prune_after_epochs')} is set but search.pruner is none, "
                             f"which prunes nothing; drop one of them")
         settings["prune_after_epochs"] = float(value)
+    if "start_from_base" in block:
+        value = block["start_from_base"]
+        if not isinstance(value, bool):
+            raise UserError(f"{where('start_from_base')} must be true or false, got {value!r}")
+        settings["start_from_base"] = value
     return SearchSettings(**settings)
 
 

@@ -1,6 +1,7 @@
 """The optuna search of run_param_tuner.py: the search block, pruning, a killed worker, two
 workers on one study (tiny synthetic data, trials of a few seconds)."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,6 +81,8 @@ BAD_BLOCKS = {
     "warm-up without pruner": ({"type": "optuna", "trials": 2, "pruner": "none",
                                 "prune_after_epochs": 1}, None,
                                "search.prune_after_epochs is set but search.pruner is none"),
+    "start_from_base not a bool": ({"type": "optuna", "trials": 2, "start_from_base": "yes"},
+                                   None, "search.start_from_base must be true or false, got 'yes'"),
     "bad timeout": ({"type": "optuna", "trials": 2, "timeout_minutes": -1}, None,
                     "search.timeout_minutes must be a positive number"),
     "empty study": ({"type": "optuna", "trials": 2, "study": " "}, None,
@@ -152,12 +155,49 @@ def test_plan_checks_keys_against_the_base_expid(workdir):
                         "tuner_space.learning_rat is not a key of"),
         "too_many_trials": ({"type": "optuna", "trials": 5}, {"embedding_dim": [8, 16]},
                             "search.trials is 5, but tuner_space holds only 2 parameter sets"),
+        "base_outside_space": ({"type": "optuna", "trials": 2, "start_from_base": True},
+                               {**QUICK_SPACE, "embedding_dim": [16, 32]},
+                               f"search.start_from_base: {TINY}'s embedding_dim is 8, outside "
+                               f"tuner_space.embedding_dim [16, 32]"),
     }
     with inside(workdir):
         for name, (search, space, message) in cases.items():
-            with pytest.raises(UserError, match=message.replace("(", r"\(")):
+            with pytest.raises(UserError, match=re.escape(message)):
                 optuna_search.plan_search(str(write_tuner(workdir, name, search, space)))
             assert not (workdir / "config" / "tuner" / name).exists()  # nothing written
+
+
+def test_start_from_base_puts_the_base_values_first_and_only_once(workdir):
+    space = {"learning_rate": [1.0e-3, 2.0e-3, 4.0e-3], "embedding_dim": [8, 16],
+             "net_dropout": {"low": 0.0, "high": 0.4, "step": 0.1}, "epochs": 1}
+    config = write_tuner(workdir, "from_base", {"type": "optuna", "trials": 3,
+                                                "sampler": "random", "start_from_base": True},
+                         space)
+    with inside(workdir):
+        plan = optuna_search.plan_search(str(config))
+        study = optuna_search.open_study(plan)
+        optuna_search.enqueue_base_trial(study, plan)
+        optuna_search.enqueue_base_trial(study, plan)  # a rerun does not queue it twice
+        first = study.ask(plan.distributions(optuna))
+        second = study.ask(plan.distributions(optuna))
+    # Transformer_DCN_MicroLens_tiny: learning rate 2e-3, embedding 8, dropout 0
+    assert plan.values_of(first.params) == {"learning_rate": 2.0e-3, "embedding_dim": 8,
+                                            "net_dropout": 0.0}
+    # Two trials in all: the queued one, then the sampler's own draw.
+    queued = ["fixed_params" in trial.system_attrs for trial in study.get_trials()]
+    assert queued == [True, False] and second.number == 1
+
+
+def test_a_base_value_is_in_a_space_only_as_the_same_kind_of_value():
+    flags = search_space.Choice((True, False))
+    assert flags.label_of(True) is True and flags.label_of(1) is None
+    widths = search_space.Choice((1, 2))
+    assert widths.label_of(True) is None and widths.label_of(2.0) == 2
+    assert search_space.Choice(([32], [64, 32])).label_of([64, 32]) == "[64, 32]"
+    steps = search_space.Range(0.0, 0.4, step=0.1)
+    assert steps.label_of(0.3) == 0.3 and steps.label_of(0.25) is None
+    assert search_space.Range(1, 4, "int").label_of(2.5) is None
+    assert search_space.Range(1.0e-4, 1.0e-2, log=True).label_of(0.1) is None
 
 
 def test_without_optuna_the_search_names_the_extra_to_install(workdir, monkeypatch):
